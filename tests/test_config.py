@@ -1,0 +1,93 @@
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from kd_hf import DistillationConfig
+from kd_hf.cli import parse_recipe
+
+
+RECIPES = sorted(Path(__file__).parent.parent.joinpath("recipes").glob("*.yaml"))
+
+
+def test_every_field_has_help():
+    own = {f.name for f in dataclasses.fields(DistillationConfig)} - {
+        f.name for f in dataclasses.fields(DistillationConfig.__mro__[1])
+    }
+    assert own, "DistillationConfig adds no fields"
+    missing = [f.name for f in dataclasses.fields(DistillationConfig) if f.name in own and not f.metadata.get("help")]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"loss_type": ["soft_label", "telepathy"]}, r"Unknown loss \['telepathy'\].*registered losses"),
+        ({"loss_weights": [1.0, 2.0]}, "one weight per loss"),
+        ({"loss_weights": [-1.0]}, ">= 0"),
+        ({"temperature": 0.0}, r"`temperature` must be > 0"),
+        ({"temperature": -2.0}, r"`temperature` must be > 0"),
+        ({"alpha": 1.5}, r"`alpha` .* must be in \[0, 1\]"),
+        ({"alpha": -0.1}, r"`alpha` .* must be in \[0, 1\]"),
+        ({"divergence": "wasserstein"}, "`divergence` must be one of"),
+        ({"jsd_beta": 2.0}, r"`jsd_beta` must be in \[0, 1\]"),
+        ({"model_init": "magic"}, "`model_init` must be one of"),
+        ({"model_name_or_path": None}, "needs `model_name_or_path`"),
+        ({"model_init": "teacher_layers", "teacher_model_name_or_path": None}, "set `teacher_model_name_or_path`"),
+        ({"model_init": "config", "model_name_or_path": None}, "needs `model_type`"),
+        ({"teacher_layers_stride": 0}, "`teacher_layers_stride` must be >= 1"),
+        ({"eval_split_size": 1.0}, r"must be in \(0, 1\)"),
+        ({"max_length": 2}, ">= 8"),
+        ({"model_config": "[1, 2]"}, "JSON object"),
+    ],
+)
+def test_invalid_values_are_rejected_with_the_allowed_range(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        DistillationConfig(**{"output_dir": str(tmp_path), "model_name_or_path": "m", **overrides})
+
+
+def test_defaults_fill_one_weight_per_loss(tmp_path):
+    config = DistillationConfig(output_dir=str(tmp_path), model_name_or_path="m")
+    assert config.loss_type == ["soft_label"] and config.loss_weights == [1.0]
+    assert not config.is_image_task
+
+
+def test_dict_fields_accept_json_strings(tmp_path):
+    config = DistillationConfig(
+        output_dir=str(tmp_path), model_name_or_path="m", teacher_model_init_kwargs='{"dtype": "bfloat16"}'
+    )
+    assert config.teacher_model_init_kwargs == {"dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.name)
+def test_shipped_recipes_parse(recipe):
+    # `use_cpu` because the GPU recipes ask for bf16, which TrainingArguments checks against this machine.
+    config = parse_recipe([str(recipe), "--use_cpu", "true"])
+    assert config.output_dir.startswith("outputs/")
+    assert config.dataset_name
+    assert config.teacher_model_name_or_path or config.model_name_or_path or config.model_config
+
+
+def test_hub_recipes_name_real_hub_ids():
+    for name in ("sst2_bert_base.yaml", "cifar10_vit.yaml"):
+        config = parse_recipe([str(RECIPES[0].parent / name), "--use_cpu", "true"])
+        assert "/" in config.teacher_model_name_or_path and not config.teacher_model_name_or_path.startswith(".")
+        assert config.bf16
+
+
+def test_command_line_overrides_the_recipe():
+    recipe = RECIPES[0].parent / "offline_text.yaml"
+    config = parse_recipe([str(recipe), "--max_steps", "3", "--learning_rate", "0.5"])
+    assert config.max_steps == 3 and config.learning_rate == 0.5
+
+
+def test_unknown_recipe_field_suggests_the_right_one(tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text("model_name_or_path: m\ntemprature: 2.0\n")
+    with pytest.raises(SystemExit, match="unknown field `temprature`; did you mean `temperature`"):
+        parse_recipe([str(recipe)])
+
+
+def test_missing_recipe_file_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="not found"):
+        parse_recipe([str(tmp_path / "nope.yaml")])
