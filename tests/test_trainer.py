@@ -117,8 +117,9 @@ def test_gradient_accumulation_gives_the_loss_of_one_large_batch(
     )
     initial = make_bert(seed=2).state_dict()
     assert not torch.allclose(large["classifier.weight"], initial["classifier.weight"])
+    # Averaging per micro-batch instead would be off by ~1e-6 here: compare well below that.
     for key in large:
-        assert torch.allclose(large[key], accumulated[key], atol=1e-5), key
+        torch.testing.assert_close(large[key], accumulated[key], atol=1e-7, rtol=0, msg=key)
 
 
 def test_resume_from_checkpoint_continues_the_same_run(make_bert, text_dataset, distill_args, minilm_tokenizer):
