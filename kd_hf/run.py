@@ -26,7 +26,7 @@ def _num_channels(model: PreTrainedModel) -> int:
     return getattr(model.config, "num_channels", 3)
 
 
-def _fit(trainer: Trainer, args: DistillationConfig) -> dict[str, float]:
+def _fit(trainer: Trainer, args: DistillationConfig) -> Trainer:
     """Train (resuming from the output folder's last checkpoint if any), save the model, evaluate."""
     checkpoint = args.resume_from_checkpoint
     if checkpoint is None and os.path.isdir(args.output_dir):
@@ -38,10 +38,10 @@ def _fit(trainer: Trainer, args: DistillationConfig) -> dict[str, float]:
     metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     if metrics:
         trainer.save_metrics("eval", metrics)
-    return metrics
+    return trainer
 
 
-def train(args: DistillationConfig) -> dict[str, float]:
+def train(args: DistillationConfig) -> Trainer:
     """Fine-tune `model_name_or_path` (or a model built from `model_config`) with cross-entropy alone."""
     train_raw, _ = load_raw_datasets(args)
     model = build_student(args, None, label_names(train_raw, args.label_column))
@@ -55,7 +55,7 @@ def train(args: DistillationConfig) -> dict[str, float]:
     return _fit(trainer, args)
 
 
-def distill(args: DistillationConfig) -> dict[str, float]:
+def distill(args: DistillationConfig) -> DistillationTrainer:
     """Distil `teacher_model_name_or_path` into the recipe's student."""
     if args.teacher_model_name_or_path is None:
         raise ValueError("`kd-hf distill` needs `teacher_model_name_or_path`; use `kd-hf train` to fine-tune alone.")

@@ -44,6 +44,25 @@ def minilm_tokenizer():
     return AutoTokenizer.from_pretrained(offline_model_path("offline:all-MiniLM-L6-v2"))
 
 
+@pytest.fixture(scope="session")
+def word_tokenizer():
+    """A second vocabulary: whole words, [CLS] ... [SEP], padded on the left with id 1 (unlike MiniLM's 0, right)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = POSITIVE + NEGATIVE + "a and film , cast quiet triumph interminably overlong the is mess warm wise".split()
+    vocab = {token: i for i, token in enumerate(["[UNK]", "[PAD]", "[CLS]", "[SEP]", *dict.fromkeys(words)])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        padding_side="left",
+    )
+
+
 @pytest.fixture
 def make_bert():
     """Build a tiny BERT classifier from config (MiniLM's vocabulary), deterministic for a given seed."""
@@ -109,3 +128,48 @@ def distill_args(tmp_path):
         return DistillationConfig(**{**defaults, **overrides})
 
     return make
+
+
+@pytest.fixture
+def tiny_text_project(tmp_path, make_bert, minilm_tokenizer):
+    """A tiny teacher folder, a CSV dataset with string labels, and a recipe that distils the one on the other."""
+    import csv
+
+    import yaml
+
+    teacher = make_bert(layers=2, seed=1)
+    teacher.save_pretrained(tmp_path / "teacher")
+    minilm_tokenizer.save_pretrained(tmp_path / "teacher")
+    for split, n, seed in (("train", 32, 0), ("validation", 16, 1)):
+        rows = sentiment_rows(n, seed)
+        with open(tmp_path / f"{split}.csv", "w", newline="") as file:
+            writer = csv.writer(file)
+            writer.writerow(["text", "label"])
+            writer.writerows((text, ("negative", "positive")[label]) for text, label in zip(rows["text"], rows["label"]))
+
+    def write_recipe(name="recipe.yaml", **fields):
+        recipe = {
+            "teacher_model_name_or_path": str(tmp_path / "teacher"),
+            "model_init": "teacher_layers",
+            "teacher_layers_stride": 2,
+            "dataset_name": "csv",
+            "data_files": {"train": str(tmp_path / "train.csv"), "validation": str(tmp_path / "validation.csv")},
+            "max_length": 32,
+            "output_dir": str(tmp_path / "student"),
+            "max_steps": 4,
+            "per_device_train_batch_size": 8,
+            "per_device_eval_batch_size": 8,
+            "learning_rate": 1e-3,
+            "logging_steps": 1,
+            "save_strategy": "steps",
+            "save_steps": 2,
+            "use_cpu": True,
+            "report_to": "none",
+            "disable_tqdm": True,
+            **fields,
+        }
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(recipe))
+        return path
+
+    return write_recipe

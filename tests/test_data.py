@@ -5,8 +5,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoTokenizer, PreTrainedTokenizerFast, ViTConfig, default_data_collator
+from transformers import AutoTokenizer, ViTConfig, default_data_collator
 
 from kd_hf.config import DistillationConfig
 from kd_hf.data import (
@@ -32,31 +31,6 @@ REVIEWS = ["a quiet triumph", "dull and interminably overlong", "the cast is sup
 def recipe(**fields) -> DistillationConfig:
     fields.setdefault("output_dir", "unused")
     return DistillationConfig(report_to=[], model_init="config", model_config={"model_type": "bert"}, **fields)
-
-
-@pytest.fixture(scope="module")
-def minilm_tokenizer():
-    return AutoTokenizer.from_pretrained(offline_model_path(MINILM))
-
-
-@pytest.fixture(scope="module")
-def word_tokenizer():
-    """A second vocabulary: whole words, [CLS] ... [SEP], padded on the left with id 1 (unlike MiniLM's 0, right)."""
-    words = sorted({word for review in REVIEWS for word in review.split()})
-    vocab = {token: i for i, token in enumerate(["[UNK]", "[PAD]", "[CLS]", "[SEP]", *words])}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        padding_side="left",
-    )
 
 
 @pytest.fixture

@@ -1,0 +1,34 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_keeps_identical_students(tiny_text_project, tmp_path):
+    """A real 2-process gloo DDP run on CPU: both ranks end with the same student and an unwrapped teacher."""
+    recipe = tiny_text_project(max_steps=3, save_strategy="no")
+    script = Path(__file__).parent / "scripts" / "ddp_distill.py"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    result = subprocess.run([*torchrun, str(script), str(recipe)], capture_output=True, text=True, env=env, timeout=300)
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = tmp_path / "student"
+    reports = [json.loads((output / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    for report in reports:
+        assert report["world_size"] == 2 and report["distributed_type"] == "MULTI_CPU"
+        assert report["student_wrapped_in_ddp"] and not report["teacher_wrapped_in_ddp"]
+        assert report["global_step"] == 3
+    rank0, rank1 = (load_file(output / f"rank{rank}.safetensors") for rank in (0, 1))
+    assert rank0.keys() == rank1.keys()
+    assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
+    # Training happened: the student moved away from the teacher layer it was copied from.
+    teacher = load_file(tmp_path / "teacher" / "model.safetensors")
+    assert not torch.equal(rank0["classifier.weight"], teacher["classifier.weight"])
