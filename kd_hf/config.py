@@ -189,11 +189,6 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"`jsd_beta` must be in [0, 1] (0 forward KL, 1 reverse KL), got {self.jsd_beta}.")
         if self.model_init not in MODEL_INITS:
             raise ValueError(f"`model_init` must be one of {list(MODEL_INITS)}, got {self.model_init!r}.")
-        if self.model_init == "checkpoint" and self.model_name_or_path is None:
-            raise ValueError(
-                "`model_init='checkpoint'` needs `model_name_or_path`; or use `model_init='config'` with "
-                "`model_config`, or `model_init='teacher_layers'` with a teacher."
-            )
         if self.model_init == "teacher_layers" and self.teacher_model_name_or_path is None:
             raise ValueError("`model_init='teacher_layers'` copies teacher layers: set `teacher_model_name_or_path`.")
         if self.model_init == "config" and self.model_name_or_path is None and self.teacher_model_name_or_path is None:

@@ -204,6 +204,11 @@ def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> P
             )
         return student_from_teacher_layers(teacher, layers, {**overrides, **label_config(labels)})
     if args.model_init == "checkpoint":
+        if args.model_name_or_path is None:
+            raise ValueError(
+                "`model_init: checkpoint` needs `model_name_or_path`; or use `model_init: config` with "
+                "`model_config`, or `model_init: teacher_layers` with a teacher."
+            )
         config = AutoConfig.from_pretrained(
             resolve_model_path(args.model_name_or_path), revision=args.model_revision,
             trust_remote_code=args.trust_remote_code,

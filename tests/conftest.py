@@ -121,7 +121,7 @@ def distill_args(tmp_path):
 
     def make(**overrides):
         defaults = dict(
-            output_dir=str(tmp_path / "run"), model_name_or_path="unused", max_steps=2, per_device_train_batch_size=8,
+            output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=8,
             per_device_eval_batch_size=8, learning_rate=1e-3, report_to=[], logging_steps=1, save_strategy="no",
             use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
         )

@@ -53,6 +53,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_text_project, tmp
         ({"teacher_model_name_or_path": "/no/such/teacher"}, FileNotFoundError, "does not exist"),
         ({"loss_type": ["soft_label", "attention_please"]}, ValueError, "Unknown loss"),
         ({"temperature": 0}, ValueError, "temperature"),
+        ({"model_init": "checkpoint"}, ValueError, "needs `model_name_or_path`"),
     ],
 )
 def test_bad_recipes_fail_before_any_training_step(tiny_text_project, tmp_path, fields, error, message):

@@ -32,7 +32,6 @@ def test_every_field_has_help():
         ({"divergence": "wasserstein"}, "`divergence` must be one of"),
         ({"jsd_beta": 2.0}, r"`jsd_beta` must be in \[0, 1\]"),
         ({"model_init": "magic"}, "`model_init` must be one of"),
-        ({"model_name_or_path": None}, "needs `model_name_or_path`"),
         ({"model_init": "teacher_layers", "teacher_model_name_or_path": None}, "set `teacher_model_name_or_path`"),
         ({"model_init": "config", "model_name_or_path": None}, "needs `model_type`"),
         ({"teacher_layers_stride": 0}, "`teacher_layers_stride` must be >= 1"),

@@ -159,3 +159,41 @@ def test_vision_students_distil_from_a_vit_teacher(make_vit, distill_args):
     trainer.train()
     metrics = trainer.evaluate()
     assert 0.0 <= metrics["eval_teacher_agreement"] <= 1.0 and metrics["eval_soft_label_loss"] > 0
+
+
+def test_teacher_and_student_with_different_tokenizers_each_read_their_own(
+    make_bert, distill_args, minilm_tokenizer, word_tokenizer
+):
+    import datasets
+
+    from kd_hf.data import tokenize_for_pair
+    from tests.conftest import sentiment_rows
+
+    rows = datasets.Dataset.from_dict(sentiment_rows(16))
+    train = tokenize_for_pair(rows, word_tokenizer, teacher_tokenizer=minilm_tokenizer, max_length=32)
+    assert "teacher_input_ids" in train.column_names
+    student = make_bert(seed=2, vocab_size=len(word_tokenizer))
+    teacher = make_bert(seed=1)
+    seen = {}
+
+    def record(name):
+        def hook(module, args, kwargs):
+            seen.setdefault(name, kwargs["input_ids"])
+
+        return hook
+
+    teacher.register_forward_pre_hook(record("teacher"), with_kwargs=True)
+    student.register_forward_pre_hook(record("student"), with_kwargs=True)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=distill_args(max_steps=2), train_dataset=train,
+        processing_class=word_tokenizer,
+        data_collator=DistillationDataCollator(word_tokenizer, teacher_tokenizer=minilm_tokenizer),
+    )
+    trainer.train()
+
+    texts = set(rows["text"])
+    teacher_text = minilm_tokenizer.decode(seen["teacher"][0], skip_special_tokens=True)
+    student_text = word_tokenizer.decode(seen["student"][0], skip_special_tokens=True)
+    assert teacher_text.replace(" ,", ",") in texts
+    assert student_text.replace(" ,", ",") in texts
+    assert seen["student"].max() < len(word_tokenizer) < seen["teacher"].max()
