@@ -5,7 +5,9 @@ Student: the recipe's (`recipes/offline_text.yaml`), trained twice from the same
 once with plain cross-entropy (no teacher) and once with kd_hf's distillation. All accuracies are on the held-out
 test split, which neither the teacher nor the students saw.
 
-    python benchmarks/distill_text.py --teacher outputs/minilm-rotten-tomatoes
+    python benchmarks/distill_text.py --teacher outputs/minilm-rotten-tomatoes [--field value ...]
+
+Any other `--field value` overrides the recipe for both students (e.g. `--seed 1`, `--max_steps 800`).
 """
 
 import argparse
@@ -17,7 +19,13 @@ from transformers import Trainer, TrainerCallback
 
 from kd_hf import DistillationTrainer
 from kd_hf.cli import parse_recipe
-from kd_hf.data import DistillationDataCollator, label_names, load_offline_dataset, load_raw_datasets, tokenize_for_pair
+from kd_hf.data import (
+    DistillationDataCollator,
+    label_names,
+    load_offline_dataset,
+    load_raw_datasets,
+    tokenize_for_pair,
+)
 from kd_hf.metrics import classification_metrics
 from kd_hf.pairing import build_student, load_model, load_processor
 
@@ -68,12 +76,13 @@ def main():
     parser.add_argument("--recipe", default="recipes/offline_text.yaml")
     parser.add_argument("--max_steps", type=int, default=None, help="defaults to the recipe's")
     parser.add_argument("--output_dir", default="outputs/benchmark-distill-text")
-    cli = parser.parse_args()
+    cli, recipe_overrides = parser.parse_known_args()  # anything else overrides the recipe, e.g. --alpha 0.2
 
     overrides = ["--teacher_model_name_or_path", cli.teacher, "--save_strategy", "no", "--eval_strategy", "no"]
     overrides += ["--disable_tqdm", "true", "--logging_steps", "100"]
     if cli.max_steps:
         overrides += ["--max_steps", str(cli.max_steps)]
+    overrides += recipe_overrides
     args = parse_recipe([cli.recipe, *overrides])
 
     teacher = load_model(cli.teacher).eval()
@@ -82,9 +91,7 @@ def main():
     train_raw, _ = load_raw_datasets(args)
     labels = label_names(train_raw, args.label_column)
     train = tokenize_for_pair(train_raw, tokenizer, text_columns=args.text_columns, max_length=args.max_length)
-    test = tokenize_for_pair(
-        load_offline_dataset("rotten_tomatoes")["test"], tokenizer, max_length=args.max_length
-    )
+    test = tokenize_for_pair(load_offline_dataset("rotten_tomatoes")["test"], tokenizer, max_length=args.max_length)
     test_labels = torch.tensor(test["labels"])
     teacher_logits = logits_on(teacher, test, collator)
 
@@ -92,15 +99,17 @@ def main():
 
     def report(name, model, seconds_per_step):
         logits = logits_on(model, test, collator)
-        rows.append({
-            "model": name,
-            "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
-            "test acc": (logits.argmax(-1) == test_labels).float().mean().item(),
-            "agreement": (logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean().item(),
-            "latency b=1 (ms)": latency_ms(model, test, collator, 1, 50),
-            "latency b=32 (ms)": latency_ms(model, test, collator, 32, 10),
-            "s/step": seconds_per_step,
-        })
+        rows.append(
+            {
+                "model": name,
+                "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
+                "test acc": (logits.argmax(-1) == test_labels).float().mean().item(),
+                "agreement": (logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean().item(),
+                "latency b=1 (ms)": latency_ms(model, test, collator, 1, 50),
+                "latency b=32 (ms)": latency_ms(model, test, collator, 32, 10),
+                "s/step": seconds_per_step,
+            }
+        )
 
     report("teacher (MiniLM-L6, fine-tuned)", teacher, float("nan"))
 
@@ -108,9 +117,17 @@ def main():
         torch.manual_seed(args.seed)
         student = build_student(args, teacher, labels)
         timer = StepTimer()
-        run_args = parse_recipe([cli.recipe, *overrides, "--output_dir", f"{cli.output_dir}/{'kd' if distil else 'plain'}"])
-        common = dict(model=student, args=run_args, train_dataset=train, processing_class=tokenizer,
-                      data_collator=collator, callbacks=[timer])
+        run_args = parse_recipe(
+            [cli.recipe, *overrides, "--output_dir", f"{cli.output_dir}/{'kd' if distil else 'plain'}"]
+        )
+        common = dict(
+            model=student,
+            args=run_args,
+            train_dataset=train,
+            processing_class=tokenizer,
+            data_collator=collator,
+            callbacks=[timer],
+        )
         if distil:
             trainer = DistillationTrainer(teacher_model=teacher, **common)
         else:
@@ -125,11 +142,17 @@ def main():
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        cells = [row["model"], f"{row['params (M)']:.1f}", f"{row['test acc']:.3f}", f"{row['agreement']:.3f}",
-                 f"{row['latency b=1 (ms)']:.1f}", f"{row['latency b=32 (ms)']:.1f}",
-                 "–" if row["s/step"] != row["s/step"] else f"{row['s/step']:.3f}",
-                 f"{100 * row['test acc'] / teacher_acc:.1f}",
-                 f"{rows[0]['latency b=32 (ms)'] / row['latency b=32 (ms)']:.2f}×"]
+        cells = [
+            row["model"],
+            f"{row['params (M)']:.1f}",
+            f"{row['test acc']:.3f}",
+            f"{row['agreement']:.3f}",
+            f"{row['latency b=1 (ms)']:.1f}",
+            f"{row['latency b=32 (ms)']:.1f}",
+            "–" if row["s/step"] != row["s/step"] else f"{row['s/step']:.3f}",
+            f"{100 * row['test acc'] / teacher_acc:.1f}",
+            f"{rows[0]['latency b=32 (ms)'] / row['latency b=32 (ms)']:.2f}×",
+        ]
         print("| " + " | ".join(cells) + " |")
     plain, kd = rows[1]["s/step"], rows[2]["s/step"]
     print(f"\nseconds per step: distillation {kd:.3f} / plain fine-tuning {plain:.3f} = {kd / plain:.2f}×")

@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     level = config.get_process_log_level()
-    logging.getLogger("kd_hf").setLevel(max(level, logging.INFO) if config.should_log else level)
+    # kd_hf says what it decided (label re-ordering, resumed checkpoints) on the main process.
+    logging.getLogger("kd_hf").setLevel(min(level, logging.INFO) if config.should_log else level)
     hf_logging.set_verbosity(level)
 
     from . import run

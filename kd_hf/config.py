@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import dataclass, field
+
 from transformers import TrainingArguments
 
 from .losses import LOSS_REGISTRY
@@ -58,14 +59,16 @@ class DistillationConfig(TrainingArguments):
     # Student (or, for `kd-hf train`, the model being trained).
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Student checkpoint: a Hub id, a local folder or an `offline:` alias. Needed when "
-                  "`model_init='checkpoint'`; with `model_init='config'` it is the config to start from."},
+        metadata={
+            "help": "Student checkpoint: a Hub id, a local folder or an `offline:` alias. Needed when "
+            "`model_init='checkpoint'`; with `model_init='config'` it is the config to start from."
+        },
     )
     model_revision: str | None = field(
         default=None, metadata={"help": "Branch, tag or commit of `model_name_or_path`; `None` means `main`."}
     )
     model_init_kwargs: dict | str | None = field(
-        default=None, metadata={"help": "Extra `from_pretrained` kwargs for the student, e.g. `{\"dtype\": \"float32\"}`."}
+        default=None, metadata={"help": 'Extra `from_pretrained` kwargs for the student, e.g. `{"dtype": "float32"}`.'}
     )
     model_init: str = field(
         default="checkpoint",
@@ -79,18 +82,24 @@ class DistillationConfig(TrainingArguments):
     )
     model_config: dict | str | None = field(
         default=None,
-        metadata={"help": "Config values that override the base config, e.g. `{num_hidden_layers: 2, "
-                  "hidden_size: 128}`; with no base, include `model_type` (e.g. `vit`)."},
+        metadata={
+            "help": "Config values that override the base config, e.g. `{num_hidden_layers: 2, "
+            "hidden_size: 128}`; with no base, include `model_type` (e.g. `vit`)."
+        },
     )
     teacher_layers_stride: int = field(
         default=2,
-        metadata={"help": "With `model_init='teacher_layers'`: keep teacher layers k-1, 2k-1, ... (k = this stride), "
-                  "so student layer m sits where teacher layer m*k does."},
+        metadata={
+            "help": "With `model_init='teacher_layers'`: keep teacher layers k-1, 2k-1, ... (k = this stride), "
+            "so student layer m sits where teacher layer m*k does."
+        },
     )
     teacher_layers: list[int] | None = field(
         default=None,
-        metadata={"help": "With `model_init='teacher_layers'`: the 0-based teacher layers to copy, in order; "
-                  "overrides `teacher_layers_stride`."},
+        metadata={
+            "help": "With `model_init='teacher_layers'`: the 0-based teacher layers to copy, in order; "
+            "overrides `teacher_layers_stride`."
+        },
     )
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Allow custom modelling code from the Hub. Leave off unless you trust it."}
@@ -106,17 +115,21 @@ class DistillationConfig(TrainingArguments):
     )
     alpha: float = field(
         default=0.5,
-        metadata={"help": "Weight of the hard-label cross-entropy, in [0, 1]; the distillation losses get 1 - alpha. "
-                  "0 is pure distillation, 1 is plain fine-tuning."},
+        metadata={
+            "help": "Weight of the hard-label cross-entropy, in [0, 1]; the distillation losses get 1 - alpha. "
+            "0 is pure distillation, 1 is plain fine-tuning."
+        },
     )
     temperature: float = field(
         default=2.0, metadata={"help": "Softmax temperature of the soft-label loss, > 0 (Hinton et al. use 2 to 20)."}
     )
     divergence: str = field(
         default="forward_kl",
-        metadata={"help": "Soft-label divergence: `forward_kl` KL(teacher||student), `reverse_kl` "
-                  "KL(student||teacher), or `jsd` (generalised Jensen-Shannon with `jsd_beta`).",
-                  "choices": list(DIVERGENCES)},
+        metadata={
+            "help": "Soft-label divergence: `forward_kl` KL(teacher||student), `reverse_kl` "
+            "KL(student||teacher), or `jsd` (generalised Jensen-Shannon with `jsd_beta`).",
+            "choices": list(DIVERGENCES),
+        },
     )
     jsd_beta: float = field(
         default=0.5,
@@ -124,15 +137,19 @@ class DistillationConfig(TrainingArguments):
     )
     label_mapping: dict | str | None = field(
         default=None,
-        metadata={"help": "Teacher label name -> student label name, when the two models name classes differently, "
-                  "e.g. `{LABEL_0: negative, LABEL_1: positive}`."},
+        metadata={
+            "help": "Teacher label name -> student label name, when the two models name classes differently, "
+            "e.g. `{LABEL_0: negative, LABEL_1: positive}`."
+        },
     )
 
     # Data.
     dataset_name: str | None = field(
         default=None,
-        metadata={"help": "Dataset: a Hub id, a local builder (`csv`, `json`, `imagefolder`, with `data_files`) or an "
-                  "offline corpus (`offline:rotten_tomatoes`, `offline:mnist`, `offline:digits`)."},
+        metadata={
+            "help": "Dataset: a Hub id, a local builder (`csv`, `json`, `imagefolder`, with `data_files`) or an "
+            "offline corpus (`offline:rotten_tomatoes`, `offline:mnist`, `offline:digits`)."
+        },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Dataset configuration name, if any."})
     data_files: dict | str | None = field(
@@ -143,14 +160,17 @@ class DistillationConfig(TrainingArguments):
         metadata={"help": "Text column(s) of a text dataset; two columns are encoded as a sentence pair."},
     )
     image_column: str | None = field(
-        default=None, metadata={"help": "Image column of an image dataset; setting it makes the task image classification."}
+        default=None,
+        metadata={"help": "Image column of an image dataset; setting it makes the task image classification."},
     )
     label_column: str = field(default="label", metadata={"help": "Column holding the class label."})
     train_split: str = field(default="train", metadata={"help": "Split to train on."})
     eval_split: str | None = field(
         default="validation",
-        metadata={"help": "Split to evaluate on; when the dataset lacks it, `eval_split_size` of the train split "
-                  "is held out instead."},
+        metadata={
+            "help": "Split to evaluate on; when the dataset lacks it, `eval_split_size` of the train split "
+            "is held out instead."
+        },
     )
     eval_split_size: float = field(
         default=0.1, metadata={"help": "Fraction of the train split held out when `eval_split` is missing, in (0, 1)."}
@@ -200,7 +220,9 @@ class DistillationConfig(TrainingArguments):
         if self.teacher_layers_stride < 1:
             raise ValueError(f"`teacher_layers_stride` must be >= 1, got {self.teacher_layers_stride}.")
         if self.teacher_layers is not None and (not self.teacher_layers or min(self.teacher_layers) < 0):
-            raise ValueError(f"`teacher_layers` must be a non-empty list of 0-based layer indices, got {self.teacher_layers}.")
+            raise ValueError(
+                f"`teacher_layers` must be a non-empty list of 0-based layer indices, got {self.teacher_layers}."
+            )
         if not 0.0 < self.eval_split_size < 1.0:
             raise ValueError(f"`eval_split_size` must be in (0, 1), got {self.eval_split_size}.")
         if self.max_length < 8:

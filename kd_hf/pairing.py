@@ -39,10 +39,17 @@ def resolve_model_path(name_or_path: str) -> str:
     path = offline_model_path(name_or_path)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
-            raise FileNotFoundError(f"Model folder {path!r} has no config.json; point to a folder saved with "
-                                    "`save_pretrained`, or to a Hub id like 'user/model'.")
+            raise FileNotFoundError(
+                f"Model folder {path!r} has no config.json; point to a folder saved with "
+                "`save_pretrained`, or to a Hub id like 'user/model'."
+            )
         return path
-    if path.startswith(("/", ".", "~")) or path.count("/") > 1 or os.sep in path.replace("/", "") or os.path.exists(path):
+    if (
+        path.startswith(("/", ".", "~"))
+        or path.count("/") > 1
+        or os.sep in path.replace("/", "")
+        or os.path.exists(path)
+    ):
         raise FileNotFoundError(
             f"Model path {path!r} does not exist. Give a local folder that holds config.json (e.g. one written by "
             "`kd-hf train`), a Hub id like 'user/model', or an offline alias like 'offline:all-MiniLM-L6-v2'."
@@ -92,7 +99,11 @@ def load_processor(model_or_path: PreTrainedModel | str, image: bool = False, tr
 
 
 def label_config(labels: list[str]) -> dict:
-    return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {n: i for i, n in enumerate(labels)},
+    }
 
 
 def _labels(config: PretrainedConfig) -> list[str]:
@@ -129,7 +140,9 @@ def align_labels(
         if teacher_labels != student_labels:
             logger.warning(
                 "Teacher labels %s and student labels %s cannot be matched by name; assuming the same order. "
-                "Set `label_mapping` to make it explicit.", teacher_labels, student_labels
+                "Set `label_mapping` to make it explicit.",
+                teacher_labels,
+                student_labels,
             )
         return None
     student_index = {name.lower(): i for i, name in enumerate(student_labels)}
@@ -197,7 +210,9 @@ def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> P
         layers = teacher_layer_indices(num_layers, args.teacher_layers_stride, args.teacher_layers)
         logger.info("Student initialised from teacher layers %s of %d.", layers, num_layers)
         teacher_labels = _labels(teacher.config)
-        if has_named_labels(teacher.config) and [name.lower() for name in teacher_labels] != [n.lower() for n in labels]:
+        if has_named_labels(teacher.config) and [name.lower() for name in teacher_labels] != [
+            n.lower() for n in labels
+        ]:
             raise ValueError(
                 f"`model_init: teacher_layers` copies the teacher's head, but its labels {teacher_labels} are not the "
                 f"dataset's {labels} in the same order; use `model_init: config` (a new head) instead."
@@ -210,14 +225,20 @@ def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> P
                 "`model_config`, or `model_init: teacher_layers` with a teacher."
             )
         config = AutoConfig.from_pretrained(
-            resolve_model_path(args.model_name_or_path), revision=args.model_revision,
+            resolve_model_path(args.model_name_or_path),
+            revision=args.model_revision,
             trust_remote_code=args.trust_remote_code,
         )
         # A checkpoint that already classifies keeps its own head; a bare encoder gets a new one for our labels.
         keep_head = has_named_labels(config) and config.num_labels == len(labels)
         return load_model(
-            args.model_name_or_path, image, args.model_revision, args.model_init_kwargs, args.trust_remote_code,
-            **({} if keep_head else label_config(labels)), **overrides,
+            args.model_name_or_path,
+            image,
+            args.model_revision,
+            args.model_init_kwargs,
+            args.trust_remote_code,
+            **({} if keep_head else label_config(labels)),
+            **overrides,
         )
     base = args.model_name_or_path or args.teacher_model_name_or_path
     if base is not None:

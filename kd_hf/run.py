@@ -7,7 +7,7 @@ from transformers import PreTrainedModel, Trainer, default_data_collator
 from transformers.trainer_utils import get_last_checkpoint
 
 from .config import DistillationConfig
-from .data import DistillationDataCollator, TEACHER_PREFIX, label_names, load_raw_datasets, prepare_datasets
+from .data import TEACHER_PREFIX, DistillationDataCollator, label_names, load_raw_datasets, prepare_datasets
 from .metrics import classification_metrics
 from .pairing import build_student, load_model, load_processor
 from .trainer import DistillationTrainer
@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 
 def _processor(args: DistillationConfig, model: PreTrainedModel, source: str | None):
     if source is None and not args.is_image_task:
-        raise ValueError("A text model built from `model_config` needs a tokenizer: set `model_name_or_path` or a teacher.")
+        raise ValueError(
+            "A text model built from `model_config` needs a tokenizer: set `model_name_or_path` or a teacher."
+        )
     return load_processor(source if source is not None else model, args.is_image_task, args.trust_remote_code)
 
 
@@ -43,14 +45,21 @@ def _fit(trainer: Trainer, args: DistillationConfig) -> Trainer:
 
 def train(args: DistillationConfig) -> Trainer:
     """Fine-tune `model_name_or_path` (or a model built from `model_config`) with cross-entropy alone."""
-    train_raw, _ = load_raw_datasets(args)
-    model = build_student(args, None, label_names(train_raw, args.label_column))
+    raw_datasets = load_raw_datasets(args)
+    model = build_student(args, None, label_names(raw_datasets[0], args.label_column))
     processor = _processor(args, model, args.model_name_or_path)
-    train_dataset, eval_dataset = prepare_datasets(args, processor, num_channels=_num_channels(model))
+    train_dataset, eval_dataset = prepare_datasets(
+        args, processor, num_channels=_num_channels(model), raw_datasets=raw_datasets
+    )
     collator = default_data_collator if args.is_image_task else DistillationDataCollator(processor)
     trainer = Trainer(
-        model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, processing_class=processor,
-        data_collator=collator, compute_metrics=classification_metrics,
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        data_collator=collator,
+        compute_metrics=classification_metrics,
     )
     return _fit(trainer, args)
 
@@ -61,18 +70,26 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
         raise ValueError("`kd-hf distill` needs `teacher_model_name_or_path`; use `kd-hf train` to fine-tune alone.")
     image = args.is_image_task
     teacher = load_model(
-        args.teacher_model_name_or_path, image, args.teacher_revision, args.teacher_model_init_kwargs,
+        args.teacher_model_name_or_path,
+        image,
+        args.teacher_revision,
+        args.teacher_model_init_kwargs,
         args.trust_remote_code,
     )
-    train_raw, _ = load_raw_datasets(args)
-    student = build_student(args, teacher, label_names(train_raw, args.label_column))
+    raw_datasets = load_raw_datasets(args)
+    student = build_student(args, teacher, label_names(raw_datasets[0], args.label_column))
     teacher_processor = load_processor(args.teacher_model_name_or_path, image, args.trust_remote_code)
     if args.model_init == "checkpoint" or (args.model_init == "config" and args.model_name_or_path):
         processor = _processor(args, student, args.model_name_or_path)
     else:
         processor = teacher_processor
     train_dataset, eval_dataset = prepare_datasets(
-        args, processor, teacher_processor, num_channels=_num_channels(student), teacher_num_channels=_num_channels(teacher)
+        args,
+        processor,
+        teacher_processor,
+        num_channels=_num_channels(student),
+        teacher_num_channels=_num_channels(teacher),
+        raw_datasets=raw_datasets,
     )
     if image:
         collator = default_data_collator
@@ -80,7 +97,12 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
         has_teacher_inputs = any(name.startswith(TEACHER_PREFIX) for name in train_dataset.column_names)
         collator = DistillationDataCollator(processor, teacher_processor if has_teacher_inputs else None)
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset,
-        processing_class=processor, data_collator=collator,
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        data_collator=collator,
     )
     return _fit(trainer, args)

@@ -72,7 +72,9 @@ class DistillationTrainer(Trainer):
         **kwargs,
     ):
         if args is None or not isinstance(args, DistillationConfig):
-            raise TypeError("DistillationTrainer needs `args=DistillationConfig(...)` (it holds the teacher and losses).")
+            raise TypeError(
+                "DistillationTrainer needs `args=DistillationConfig(...)` (it holds the teacher and losses)."
+            )
         teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         if teacher_model is None:
             raise ValueError("No teacher: pass `teacher_model=` or set `teacher_model_name_or_path` in the recipe.")
@@ -114,7 +116,7 @@ class DistillationTrainer(Trainer):
 
     def teacher_outputs(self, inputs: dict):
         """The teacher's outputs on `inputs` (its own `teacher_` inputs when present), logits in student label order."""
-        teacher_inputs = {k[len(TEACHER_PREFIX):]: v for k, v in inputs.items() if k.startswith(TEACHER_PREFIX)}
+        teacher_inputs = {k[len(TEACHER_PREFIX) :]: v for k, v in inputs.items() if k.startswith(TEACHER_PREFIX)}
         if not teacher_inputs:
             teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         with torch.no_grad():

@@ -58,7 +58,11 @@ def word_tokenizer():
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        tokenizer_object=backend,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
         padding_side="left",
     )
 
@@ -71,10 +75,17 @@ def make_bert():
     def make(layers=2, labels=("negative", "positive"), seed=0, hidden=32, heads=2, dropout=0.0, vocab_size=30522):
         torch.manual_seed(seed)
         config = BertConfig(
-            vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-            intermediate_size=2 * hidden, max_position_embeddings=64, hidden_dropout_prob=dropout,
-            attention_probs_dropout_prob=dropout, num_labels=len(labels),
-            id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+            vocab_size=vocab_size,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=2 * hidden,
+            max_position_embeddings=64,
+            hidden_dropout_prob=dropout,
+            attention_probs_dropout_prob=dropout,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
         )
         return BertForSequenceClassification(config).eval()
 
@@ -89,10 +100,18 @@ def make_vit():
     def make(layers=2, hidden=32, seed=0, labels=tuple(str(d) for d in range(10))):
         torch.manual_seed(seed)
         config = ViTConfig(
-            image_size=8, patch_size=4, num_channels=1, hidden_size=hidden, num_hidden_layers=layers,
-            num_attention_heads=2, intermediate_size=2 * hidden, hidden_dropout_prob=0.0,
-            attention_probs_dropout_prob=0.0, num_labels=len(labels),
-            id2label=dict(enumerate(labels)), label2id={name: i for i, name in enumerate(labels)},
+            image_size=8,
+            patch_size=4,
+            num_channels=1,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=2 * hidden,
+            hidden_dropout_prob=0.0,
+            attention_probs_dropout_prob=0.0,
+            num_labels=len(labels),
+            id2label=dict(enumerate(labels)),
+            label2id={name: i for i, name in enumerate(labels)},
         )
         return ViTForImageClassification(config).eval()
 
@@ -121,9 +140,18 @@ def distill_args(tmp_path):
 
     def make(**overrides):
         defaults = dict(
-            output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=8,
-            per_device_eval_batch_size=8, learning_rate=1e-3, report_to=[], logging_steps=1, save_strategy="no",
-            use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0,
+            output_dir=str(tmp_path / "run"),
+            max_steps=2,
+            per_device_train_batch_size=8,
+            per_device_eval_batch_size=8,
+            learning_rate=1e-3,
+            report_to=[],
+            logging_steps=1,
+            save_strategy="no",
+            use_cpu=True,
+            seed=0,
+            disable_tqdm=True,
+            dataloader_num_workers=0,
         )
         return DistillationConfig(**{**defaults, **overrides})
 
@@ -145,7 +173,9 @@ def tiny_text_project(tmp_path, make_bert, minilm_tokenizer):
         with open(tmp_path / f"{split}.csv", "w", newline="") as file:
             writer = csv.writer(file)
             writer.writerow(["text", "label"])
-            writer.writerows((text, ("negative", "positive")[label]) for text, label in zip(rows["text"], rows["label"]))
+            writer.writerows(
+                (text, ("negative", "positive")[label]) for text, label in zip(rows["text"], rows["label"])
+            )
 
     def write_recipe(name="recipe.yaml", **fields):
         recipe = {

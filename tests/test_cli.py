@@ -11,8 +11,11 @@ from kd_hf.cli import main
 def test_train_then_distill_leaves_a_student_that_plain_transformers_loads(tiny_text_project, tmp_path):
     # `kd-hf train`: fine-tune a teacher on the CSV (no distillation).
     train_recipe = tiny_text_project(
-        "train.yaml", teacher_model_name_or_path=None, model_init="checkpoint",
-        model_name_or_path=str(tmp_path / "teacher"), output_dir=str(tmp_path / "fine-tuned"),
+        "train.yaml",
+        teacher_model_name_or_path=None,
+        model_init="checkpoint",
+        model_name_or_path=str(tmp_path / "teacher"),
+        output_dir=str(tmp_path / "fine-tuned"),
     )
     main(["train", str(train_recipe)])
     assert json.loads((tmp_path / "fine-tuned" / "eval_results.json").read_text())["eval_accuracy"] >= 0

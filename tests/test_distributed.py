@@ -17,7 +17,9 @@ def test_two_process_ddp_run_keeps_identical_students(tiny_text_project, tmp_pat
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-    result = subprocess.run([*torchrun, str(script), str(recipe)], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(
+        [*torchrun, str(script), str(recipe)], capture_output=True, text=True, env=env, timeout=300
+    )
 
     assert result.returncode == 0, result.stderr[-3000:]
     output = tmp_path / "student"
@@ -32,3 +34,19 @@ def test_two_process_ddp_run_keeps_identical_students(tiny_text_project, tmp_pat
     # Training happened: the student moved away from the teacher layer it was copied from.
     teacher = load_file(tmp_path / "teacher" / "model.safetensors")
     assert not torch.equal(rank0["classifier.weight"], teacher["classifier.weight"])
+
+
+@pytest.mark.slow
+def test_accelerate_launch_runs_the_cli_module(tiny_text_project, tmp_path):
+    recipe = tiny_text_project(max_steps=2, save_strategy="no")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    result = subprocess.run(
+        [*launch, "-m", "kd_hf.cli", "distill", str(recipe)], capture_output=True, text=True, env=env, timeout=300
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "student" / "eval_results.json").read_text())
+    assert "eval_teacher_agreement" in results

@@ -12,8 +12,14 @@ from kd_hf.data import DistillationDataCollator
 def _trainer(student, teacher, args, datasets, tokenizer, **kwargs):
     train, evaluation = datasets
     return DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, train_dataset=train, eval_dataset=evaluation,
-        processing_class=tokenizer, data_collator=DistillationDataCollator(tokenizer), **kwargs,
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
+        processing_class=tokenizer,
+        data_collator=DistillationDataCollator(tokenizer),
+        **kwargs,
     )
 
 
@@ -112,7 +118,11 @@ def test_gradient_accumulation_gives_the_loss_of_one_large_batch(
     large = _train_once(make_bert, text_dataset, distill_args, minilm_tokenizer, per_device_train_batch_size=12)
     # Three uneven micro-batches (5, 5, 2) must weigh each example as the single batch of 12 does.
     accumulated = _train_once(
-        make_bert, text_dataset, distill_args, minilm_tokenizer, per_device_train_batch_size=5,
+        make_bert,
+        text_dataset,
+        distill_args,
+        minilm_tokenizer,
+        per_device_train_batch_size=5,
         gradient_accumulation_steps=3,
     )
     initial = make_bert(seed=2).state_dict()
@@ -153,7 +163,11 @@ def test_vision_students_distil_from_a_vit_teacher(make_vit, distill_args):
     assert isinstance(train, datasets.Dataset)
     args = distill_args(max_steps=2, image_column="image", text_columns=[])
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, train_dataset=train, eval_dataset=evaluation,
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=train,
+        eval_dataset=evaluation,
         data_collator=default_data_collator,
     )
     trainer.train()
@@ -185,7 +199,10 @@ def test_teacher_and_student_with_different_tokenizers_each_read_their_own(
     teacher.register_forward_pre_hook(record("teacher"), with_kwargs=True)
     student.register_forward_pre_hook(record("student"), with_kwargs=True)
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=distill_args(max_steps=2), train_dataset=train,
+        model=student,
+        teacher_model=teacher,
+        args=distill_args(max_steps=2),
+        train_dataset=train,
         processing_class=word_tokenizer,
         data_collator=DistillationDataCollator(word_tokenizer, teacher_tokenizer=minilm_tokenizer),
     )

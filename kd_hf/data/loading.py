@@ -222,6 +222,7 @@ def prepare_datasets(
     teacher_processor: Any | None = None,
     num_channels: int = 3,
     teacher_num_channels: int | None = None,
+    raw_datasets: tuple[datasets.Dataset, datasets.Dataset | None] | None = None,
 ) -> tuple[datasets.Dataset, datasets.Dataset | None]:
     """
     Loads a recipe's data and turns both splits into model inputs for the student (and the teacher, if it needs
@@ -238,12 +239,14 @@ def prepare_datasets(
             Image channels the student expects (image tasks only).
         teacher_num_channels (`int`, *optional*):
             Image channels the teacher expects; defaults to `num_channels`.
+        raw_datasets (`tuple[datasets.Dataset, datasets.Dataset | None]`, *optional*):
+            What [`load_raw_datasets`] returned, when the caller already loaded it (e.g. to read the label names).
 
     Returns:
         `tuple[datasets.Dataset, datasets.Dataset | None]`: train and eval inputs with a `ClassLabel` `labels`
         column, so `label_names(train_dataset)` gives the class names in id order.
     """
-    train, evaluation = load_raw_datasets(args)
+    train, evaluation = raw_datasets if raw_datasets is not None else load_raw_datasets(args)
 
     def process(dataset: datasets.Dataset) -> datasets.Dataset:
         if args.is_image_task:

@@ -44,7 +44,9 @@ def register_loss(name: str, requires: tuple[str, ...] = ()) -> Callable[[LossFu
         raise ValueError(f"A loss named {name!r} is already registered; pick another name.")
     unknown = set(requires) - _KNOWN_REQUIREMENTS
     if unknown:
-        raise ValueError(f"Loss {name!r} requires unknown outputs {sorted(unknown)}; known: {sorted(_KNOWN_REQUIREMENTS)}.")
+        raise ValueError(
+            f"Loss {name!r} requires unknown outputs {sorted(unknown)}; known: {sorted(_KNOWN_REQUIREMENTS)}."
+        )
 
     def decorator(function: LossFunction) -> LossFunction:
         LOSS_REGISTRY[name] = function

@@ -14,10 +14,12 @@ from kd_hf.cli import parse_recipe
 config = parse_recipe(sys.argv[1:])
 trainer = run.distill(config)
 rank = trainer.args.process_index
-save_file({k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{config.output_dir}/rank{rank}.safetensors")
+save_file(
+    {k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{config.output_dir}/rank{rank}.safetensors"
+)
 report = {
     "world_size": trainer.args.world_size,
-    "distributed_type": str(trainer.accelerator.distributed_type),
+    "distributed_type": trainer.accelerator.distributed_type.value,
     "student_wrapped_in_ddp": isinstance(trainer.model_wrapped, DistributedDataParallel),
     "teacher_wrapped_in_ddp": isinstance(trainer.teacher, DistributedDataParallel),
     "global_step": trainer.state.global_step,
