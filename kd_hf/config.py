@@ -9,6 +9,9 @@ from .losses import LOSS_REGISTRY
 
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+ATTENTION_LOSSES = ("kl", "mse")
+ATTENTION_HEADS = ("auto", "per_head", "average", "relation")
+HIDDEN_STATE_LOSSES = ("mse", "cosine")
 MODEL_INITS = ("checkpoint", "config", "teacher_layers")
 
 
@@ -23,6 +26,21 @@ def _as_dict(value: dict | str | None, name: str) -> dict | None:
     if not isinstance(parsed, dict):
         raise ValueError(f"`{name}` must be a mapping or a JSON object string, got {value!r}")
     return parsed
+
+
+def _layer_map(value: str | list[int]) -> str | list[int]:
+    """`uniform`, `last`, or a list of teacher layers (from YAML, or `3,6` on the command line)."""
+    if value in ("uniform", "last"):
+        return value
+    try:
+        layers = [int(layer) for layer in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`layer_map` must be `uniform`, `last`, or teacher layers like `3,6` / [3, 6], got {value!r}."
+        ) from None
+    if not layers or min(layers) < 0:
+        raise ValueError(f"`layer_map` teacher layers must be >= 0 (0 = embeddings), got {layers}.")
+    return layers
 
 
 @dataclass
@@ -135,6 +153,37 @@ class DistillationConfig(TrainingArguments):
         default=0.5,
         metadata={"help": "Interpolation of the generalised JSD, in [0, 1]: 0 is forward KL, 1 is reverse KL."},
     )
+    layer_map: str = field(
+        default="uniform",
+        metadata={"help": "Which teacher layer each student layer learns from in the `attention` and `hidden_state` "
+                  "losses: `uniform` (student layer m <-> teacher layer m*L_T/L_S; 12 -> 4 gives 3, 6, 9, 12), `last`, "
+                  "or one 1-based teacher layer per student layer, e.g. `3,6` (a YAML list works too)."},
+    )
+    attention_loss: str = field(
+        default="kl",
+        metadata={"help": "`kl`: KL(teacher || student) per head and query (MiniLM); `mse`: squared error (TinyBERT).",
+                  "choices": list(ATTENTION_LOSSES)},
+    )
+    attention_heads: str = field(
+        default="auto",
+        metadata={"help": "How heads are compared: `per_head` (counts must match), `average` (heads averaged per "
+                  "layer), `relation` (MiniLMv2 query/key/value relations, any head counts, no eager attention "
+                  "needed), or `auto` (per_head when counts match, else average).",
+                  "choices": list(ATTENTION_HEADS)},
+    )
+    attention_relation_heads: int = field(
+        default=0,
+        metadata={"help": "Relation heads for `attention_heads: relation`, dividing both hidden sizes; 0 picks the "
+                  "gcd of the two head counts."},
+    )
+    hidden_state_loss: str = field(
+        default="mse",
+        metadata={"help": "`mse` or `cosine` (1 - cosine) between paired hidden states.",
+                  "choices": list(HIDDEN_STATE_LOSSES)},
+    )
+    hidden_state_embeddings: bool = field(
+        default=False, metadata={"help": "Also match the embedding outputs (hidden_states[0]) in `hidden_state`."}
+    )
     label_mapping: dict | str | None = field(
         default=None,
         metadata={
@@ -207,6 +256,16 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"`divergence` must be one of {list(DIVERGENCES)}, got {self.divergence!r}.")
         if not 0.0 <= self.jsd_beta <= 1.0:
             raise ValueError(f"`jsd_beta` must be in [0, 1] (0 forward KL, 1 reverse KL), got {self.jsd_beta}.")
+        self.layer_map = _layer_map(self.layer_map)
+        for name, allowed in (
+            ("attention_loss", ATTENTION_LOSSES),
+            ("attention_heads", ATTENTION_HEADS),
+            ("hidden_state_loss", HIDDEN_STATE_LOSSES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+        if self.attention_relation_heads < 0:
+            raise ValueError(f"`attention_relation_heads` must be >= 0 (0 = automatic), got {self.attention_relation_heads}.")
         if self.model_init not in MODEL_INITS:
             raise ValueError(f"`model_init` must be one of {list(MODEL_INITS)}, got {self.model_init!r}.")
         if self.model_init == "teacher_layers" and self.teacher_model_name_or_path is None:

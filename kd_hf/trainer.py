@@ -3,21 +3,67 @@
 import copy
 import inspect
 import logging
+import os
 from collections import defaultdict
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import DistributedType
+from safetensors.torch import load_file, save_file
+from torch import nn
 from transformers import PreTrainedModel, Trainer
-from transformers.trainer_utils import EvalLoopOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .config import DistillationConfig
 from .data import TEACHER_PREFIX
-from .losses import LOSS_REGISTRY, LOSS_REQUIREMENTS
+from .losses import build_losses, loss_requirements
+from .losses.attention import qkv_module_names
 from .metrics import classification_metrics, top1_agreement
 from .pairing import align_labels, load_model
 
 
 logger = logging.getLogger(__name__)
+
+# Trainable parts of the losses (e.g. hidden-state projections) in a checkpoint folder, beside the student's weights.
+LOSS_STATE_NAME = "kd_hf_loss_state.safetensors"
+
+
+class QKVRecorder:
+    """Keeps the query/key/value projections of every block from the last forward pass (MiniLMv2 relations), so that
+    attention can be matched without eager attention weights."""
+
+    def __init__(self, model: nn.Module):
+        self.outputs: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
+        names = qkv_module_names(model)
+        if not names:
+            raise ValueError(
+                f"{type(model).__name__} has no query/key/value projections to take relations from; use "
+                "`attention_heads: average`."
+            )
+        for name, module in model.named_modules():
+            if name in names:
+                layer, part = names[name]
+                module.register_forward_hook(self._hook(layer, part))
+
+    def _hook(self, layer: int, part: str):
+        def hook(module, args, output):
+            self.outputs[layer][part] = output
+
+        return hook
+
+    def pop(self) -> list[dict[str, torch.Tensor]]:
+        layers = [self.outputs[layer] for layer in sorted(self.outputs)]
+        self.outputs = defaultdict(dict)
+        return layers
+
+
+def _use_eager_attention(model: PreTrainedModel, role: str) -> None:
+    if model.config._attn_implementation != "eager":
+        logger.info(
+            "Switching the %s from %s to eager attention: the attention loss needs attention weights, which %s "
+            "does not return.", role, model.config._attn_implementation, model.config._attn_implementation,
+        )
+        model.set_attn_implementation("eager")
 
 
 def prepare_deepspeed(model: PreTrainedModel, accelerator) -> torch.nn.Module:
@@ -86,9 +132,21 @@ class DistillationTrainer(Trainer):
                 init_kwargs=args.teacher_model_init_kwargs,
                 trust_remote_code=args.trust_remote_code,
             )
-        # Fail before training when the label spaces disagree.
+        # Fail before training when the label spaces disagree or the pair cannot support a loss.
         self.teacher_label_order = align_labels(teacher_model.config, model.config, args.label_mapping)
-        self.required_outputs = frozenset().union(*(LOSS_REQUIREMENTS[name] for name in args.loss_type))
+        self.losses = build_losses(args, model.config, teacher_model.config)
+        required = frozenset().union(*(loss_requirements(name, loss) for name, loss in self.losses.items()))
+        if required and _has_teacher_inputs(kwargs.get("train_dataset")):
+            raise ValueError(
+                "The teacher and the student tokenize differently, so their token positions do not line up and the "
+                f"{sorted(n for n in self.losses if loss_requirements(n, self.losses[n]))} loss(es) have nothing to "
+                "compare; give both the same tokenizer, or keep `soft_label` (and `attribution`, matched by word)."
+            )
+        if "attentions" in required:
+            _use_eager_attention(model, "student")
+            _use_eager_attention(teacher_model, "teacher")
+        self.recorders = (QKVRecorder(model), QKVRecorder(teacher_model)) if "qkv" in required else None
+        self.required_outputs = required - {"qkv"}
 
         super().__init__(model=model, args=args, compute_metrics=compute_metrics or classification_metrics, **kwargs)
 
@@ -103,6 +161,49 @@ class DistillationTrainer(Trainer):
         else:
             self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self._prepare_trainable_losses()
+
+    def _prepare_trainable_losses(self) -> None:
+        """Put losses with parameters on the device, DDP-wrapped like the student so their gradients are averaged."""
+        self.loss_modules = nn.ModuleDict(
+            {name: loss for name, loss in self.losses.items() if isinstance(loss, nn.Module)}
+        )
+        if not any(True for _ in self.loss_modules.parameters()):
+            return
+        distributed = self.accelerator.distributed_type
+        if distributed in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+            raise NotImplementedError(
+                f"Losses with trainable parameters ({list(self.loss_modules)}) are not supported under {distributed}; "
+                "use DDP (`recipes/accelerate/multi_gpu.yaml`), or `hidden_state` with equal hidden sizes."
+            )
+        self.loss_modules.to(self.args.device)
+        for name, loss in self.loss_modules.items():
+            if any(True for _ in loss.parameters()):
+                self.losses[name] = self.accelerator.prepare_model(loss)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        parameters = [p for p in self.loss_modules.parameters() if p.requires_grad]
+        if parameters and not any(p is parameters[0] for group in optimizer.param_groups for p in group["params"]):
+            optimizer.add_param_group({"params": parameters, "weight_decay": 0.0})
+            # Trainer zeroes the student's gradients after each step (`model.zero_grad()`), not these.
+            optimizer.register_step_post_hook(lambda *_: self.loss_modules.zero_grad(set_to_none=True))
+        return optimizer
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        state = self.loss_modules.state_dict()
+        if state and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, LOSS_STATE_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, LOSS_STATE_NAME)
+        if os.path.isfile(path):
+            self.loss_modules.load_state_dict(load_file(path, device=str(self.args.device)))
+        elif self.loss_modules.state_dict():
+            logger.warning("%s has no %s: the loss projections start afresh.", resume_from_checkpoint, LOSS_STATE_NAME)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -119,8 +220,13 @@ class DistillationTrainer(Trainer):
         teacher_inputs = {k[len(TEACHER_PREFIX) :]: v for k, v in inputs.items() if k.startswith(TEACHER_PREFIX)}
         if not teacher_inputs:
             teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        # Pixels come in the student's precision; a teacher loaded in bf16 needs them in its own.
+        dtype = self.accelerator.unwrap_model(self.teacher).dtype
+        teacher_inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in teacher_inputs.items()}
         with torch.no_grad():
             outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
+        if self.recorders is not None:
+            outputs.qkv = self.recorders[1].pop()
         if self.teacher_label_order is not None:
             outputs.logits = outputs.logits[:, self.teacher_label_order]
         return outputs
@@ -131,9 +237,11 @@ class DistillationTrainer(Trainer):
         student_inputs = {k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX) and k != "labels"}
         labels = inputs.get("labels")
         outputs = model(**student_inputs, **self._forward_kwargs())
+        if self.recorders is not None:
+            outputs.qkv = self.recorders[0].pop()
         teacher_outputs = self.teacher_outputs(inputs)
 
-        parts = {name: LOSS_REGISTRY[name](outputs, teacher_outputs, inputs, args) for name in args.loss_type}
+        parts = {name: loss(outputs, teacher_outputs, inputs, args) for name, loss in self.losses.items()}
         per_example = (1 - args.alpha) * sum(w * parts[name] for name, w in zip(args.loss_type, args.loss_weights))
         if labels is not None:
             parts["ce"] = F.cross_entropy(outputs.logits.float(), labels, reduction="none", ignore_index=-100)
@@ -171,3 +279,7 @@ class DistillationTrainer(Trainer):
             logs = {**logs, **{key: sum(v) / len(v) for key, v in self._metrics["train"].items()}}
             self._metrics["train"].clear()
         super().log(logs, start_time)
+
+
+def _has_teacher_inputs(dataset) -> bool:
+    return any(name.startswith(TEACHER_PREFIX) for name in (getattr(dataset, "column_names", None) or []))

@@ -214,3 +214,12 @@ def test_teacher_and_student_with_different_tokenizers_each_read_their_own(
     assert teacher_text.replace(" ,", ",") in texts
     assert student_text.replace(" ,", ",") in texts
     assert seen["student"].max() < len(word_tokenizer) < seen["teacher"].max()
+
+
+def test_bf16_teacher_reads_fp32_pixels(make_vit, distill_args):
+    teacher, student = make_vit(seed=1).to(torch.bfloat16), make_vit(seed=2)
+    args = distill_args(image_column="image", text_columns=[])
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    batch = {"pixel_values": torch.randn(3, 1, 8, 8), "labels": torch.tensor([0, 1, 2])}
+    loss = trainer.compute_loss(student, batch)
+    assert torch.isfinite(loss) and loss.dtype == torch.float32

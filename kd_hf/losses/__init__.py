@@ -1,7 +1,10 @@
 """Registry of distillation losses.
 
 A loss is a callable `loss(student_outputs, teacher_outputs, inputs, args) -> torch.Tensor` returning one value per
-example (shape `[batch]`), so that the trainer can normalise over the whole accumulated batch. Register it with:
+example (shape `[batch]`), so that the trainer can normalise over the whole accumulated batch. It is either a
+function, or an `nn.Module` class built once per run as `cls(args, student_config, teacher_config)`: the class form
+can check the pair at set-up and hold trainable parameters (e.g. projections), which train with the student and are
+saved in checkpoints but not in the student. Register it with:
 
 ```python
 from kd_hf.losses import register_loss
@@ -19,9 +22,10 @@ import re
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 
-LossFunction = Callable[..., torch.Tensor]
+LossFunction = Callable[..., torch.Tensor] | type[nn.Module]
 LOSS_REGISTRY: dict[str, LossFunction] = {}
 
 # What each loss needs from the models' forward pass, so that the trainer asks only for what is used.
@@ -56,4 +60,19 @@ def register_loss(name: str, requires: tuple[str, ...] = ()) -> Callable[[LossFu
     return decorator
 
 
-from . import soft_label  # noqa: E402,F401  (fills the registry)
+def build_losses(args, student_config, teacher_config) -> dict[str, Callable[..., torch.Tensor]]:
+    """The losses of `args.loss_type`, ready to call: functions as they are, module classes instantiated (which checks
+    that the teacher/student pair supports them)."""
+    losses = {}
+    for name in args.loss_type:
+        loss = LOSS_REGISTRY[name]
+        losses[name] = loss(args, student_config, teacher_config) if isinstance(loss, type) else loss
+    return losses
+
+
+def loss_requirements(name: str, loss) -> frozenset[str]:
+    """What a built loss needs from the forward pass (an instance may narrow its class's declaration)."""
+    return frozenset(getattr(loss, "requires", LOSS_REQUIREMENTS[name]))
+
+
+from . import attention, hidden_state, soft_label  # noqa: E402,F401  (fills the registry)
