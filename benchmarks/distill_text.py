@@ -1,13 +1,15 @@
-"""Does distillation pay on the offline text default? Prints one Markdown table.
+"""Does distillation pay on the offline text default, and which losses help? Prints one Markdown table.
 
 Teacher: all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes (`kd-hf train recipes/offline_text_teacher.yaml`).
-Student: the recipe's (`recipes/offline_text.yaml`), trained twice from the same initialisation for the same steps:
-once with plain cross-entropy (no teacher) and once with kd_hf's distillation. All accuracies are on the held-out
-test split, which neither the teacher nor the students saw.
+Students: the recipe's (`recipes/offline_text.yaml`), trained from the same initialisation for the same steps, once
+per variant and seed: `plain` is cross-entropy without a teacher (a plain `Trainer`); any other variant is kd_hf with
+the listed losses, `name=weight` setting a weight (default 1), e.g. `soft_label,attention=0.5`. Accuracies are on
+the held-out test split, which neither the teacher nor the students saw.
 
-    python benchmarks/distill_text.py --teacher outputs/minilm-rotten-tomatoes [--field value ...]
+    python benchmarks/distill_text.py --teacher outputs/minilm-rotten-tomatoes \\
+        --variants plain soft_label soft_label,attention soft_label,attention,hidden_state --seeds 42 43 44
 
-Any other `--field value` overrides the recipe for both students (e.g. `--seed 1`, `--max_steps 800`).
+Any other `--field value` overrides the recipe for every student (e.g. `--max_steps 800`, `--alpha 0.2`).
 """
 
 import argparse
@@ -58,6 +60,7 @@ def logits_on(model, dataset, collator, batch_size=128) -> torch.Tensor:
 
 
 def latency_ms(model, dataset, collator, batch_size: int, repeats: int) -> float:
+    """Median wall time of one forward pass on real test snippets, after 3 warm-up passes."""
     batch = collator([dataset[i] for i in range(batch_size)])
     batch.pop("labels")
     model.eval()
@@ -70,19 +73,31 @@ def latency_ms(model, dataset, collator, batch_size: int, repeats: int) -> float
     return 1000 * statistics.median(times[3:])
 
 
+def parse_variant(variant: str) -> tuple[list[str], list[float]] | None:
+    """`plain` -> None; `soft_label,attention=0.5` -> (['soft_label', 'attention'], [1.0, 0.5])."""
+    if variant == "plain":
+        return None
+    items = [item.partition("=") for item in variant.split(",")]
+    return [name for name, _, _ in items], [float(weight or 1) for _, _, weight in items]
+
+
+def mean_and_spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="outputs/minilm-rotten-tomatoes")
     parser.add_argument("--recipe", default="recipes/offline_text.yaml")
-    parser.add_argument("--max_steps", type=int, default=None, help="defaults to the recipe's")
+    parser.add_argument("--variants", nargs="+", default=["plain", "soft_label"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--output_dir", default="outputs/benchmark-distill-text")
-    cli, recipe_overrides = parser.parse_known_args()  # anything else overrides the recipe, e.g. --alpha 0.2
+    cli, recipe_overrides = parser.parse_known_args()
 
     overrides = ["--teacher_model_name_or_path", cli.teacher, "--save_strategy", "no", "--eval_strategy", "no"]
-    overrides += ["--disable_tqdm", "true", "--logging_steps", "100"]
-    if cli.max_steps:
-        overrides += ["--max_steps", str(cli.max_steps)]
-    overrides += recipe_overrides
+    overrides += ["--disable_tqdm", "true", "--logging_steps", "100", *recipe_overrides]
     args = parse_recipe([cli.recipe, *overrides])
 
     teacher = load_model(cli.teacher).eval()
@@ -94,68 +109,70 @@ def main():
     test = tokenize_for_pair(load_offline_dataset("rotten_tomatoes")["test"], tokenizer, max_length=args.max_length)
     test_labels = torch.tensor(test["labels"])
     teacher_logits = logits_on(teacher, test, collator)
+    teacher_accuracy = (teacher_logits.argmax(-1) == test_labels).float().mean().item()
 
-    rows = []
+    def evaluate(model) -> tuple[float, float]:
+        predictions = logits_on(model, test, collator).argmax(-1)
+        accuracy = (predictions == test_labels).float().mean().item()
+        return accuracy, (predictions == teacher_logits.argmax(-1)).float().mean().item()
 
-    def report(name, model, seconds_per_step):
-        logits = logits_on(model, test, collator)
-        rows.append(
-            {
-                "model": name,
-                "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
-                "test acc": (logits.argmax(-1) == test_labels).float().mean().item(),
-                "agreement": (logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean().item(),
-                "latency b=1 (ms)": latency_ms(model, test, collator, 1, 50),
-                "latency b=32 (ms)": latency_ms(model, test, collator, 32, 10),
-                "s/step": seconds_per_step,
-            }
+    def size_and_speed(model) -> list[str]:
+        return [
+            f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}",
+            f"{latency_ms(model, test, collator, 1, 50):.1f}",
+            f"{latency_ms(model, test, collator, 32, 10):.1f}",
+        ]
+
+    rows = [["teacher (MiniLM-L6, fine-tuned)", f"{teacher_accuracy:.3f}", "1.000", "–", *size_and_speed(teacher)]]
+    plain_step = None
+    for variant in cli.variants:
+        losses = parse_variant(variant)
+        accuracies, agreements, steps = [], [], []
+        for seed in cli.seeds:
+            run_overrides = [*overrides, "--seed", str(seed), "--output_dir", f"{cli.output_dir}/{variant}-{seed}"]
+            if losses:
+                run_overrides += ["--loss_type", *losses[0], "--loss_weights", *map(str, losses[1])]
+            run_args = parse_recipe([cli.recipe, *run_overrides])
+            torch.manual_seed(seed)
+            student = build_student(run_args, teacher, labels)
+            timer = StepTimer()
+            common = dict(
+                model=student, args=run_args, train_dataset=train, processing_class=tokenizer,
+                data_collator=collator, callbacks=[timer],
+            )  # fmt: skip
+            if losses:
+                trainer = DistillationTrainer(teacher_model=teacher, **common)
+            else:
+                trainer = Trainer(compute_metrics=classification_metrics, **common)
+            trainer.train()
+            accuracy, agreement = evaluate(student)
+            accuracies.append(accuracy)
+            agreements.append(agreement)
+            steps.append(timer.median())
+            print(f"{variant} seed {seed}: accuracy {accuracy:.3f}, agreement {agreement:.3f}", flush=True)
+        step = statistics.median(steps)
+        plain_step = step if losses is None else plain_step
+        name = (
+            "no teacher (cross-entropy)"
+            if losses is None
+            else "kd_hf " + " + ".join(f"{n}×{w:g}" if w != 1 else n for n, w in zip(*losses))
         )
+        ratio = f" ({step / plain_step:.2f}×)" if plain_step else ""
+        rows.append([
+            f"student, {name}", mean_and_spread(accuracies), mean_and_spread(agreements), f"{step:.3f}{ratio}",
+            *size_and_speed(student),
+        ])  # fmt: skip
 
-    report("teacher (MiniLM-L6, fine-tuned)", teacher, float("nan"))
-
-    for distil in (False, True):
-        torch.manual_seed(args.seed)
-        student = build_student(args, teacher, labels)
-        timer = StepTimer()
-        run_args = parse_recipe(
-            [cli.recipe, *overrides, "--output_dir", f"{cli.output_dir}/{'kd' if distil else 'plain'}"]
-        )
-        common = dict(
-            model=student,
-            args=run_args,
-            train_dataset=train,
-            processing_class=tokenizer,
-            data_collator=collator,
-            callbacks=[timer],
-        )
-        if distil:
-            trainer = DistillationTrainer(teacher_model=teacher, **common)
-        else:
-            trainer = Trainer(compute_metrics=classification_metrics, **common)
-        trainer.train()
-        name = "student, kd_hf soft labels" if distil else "student, no teacher (cross-entropy)"
-        report(f"{name} ({args.max_steps} steps)", student, timer.median())
-
-    teacher_acc = rows[0]["test acc"]
-    print(f"\nOffline text default, {len(test)} held-out test snippets, {torch.get_num_threads()} CPU threads\n")
-    header = list(rows[0]) + ["% of teacher acc", "speed-up b=32"]
+    print(
+        f"\nOffline text default: {len(train)} training snippets, {args.max_steps} steps of {args.per_device_train_batch_size},"
+        f" {len(test)} held-out test snippets, seeds {cli.seeds} (mean ± std), {torch.get_num_threads()} CPU threads\n"
+    )
+    header = ["model", "test accuracy", "agreement with teacher", "s/step (× plain)", "params (M)"]
+    header += ["latency b=1 (ms)", "latency b=32 (ms)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
-        cells = [
-            row["model"],
-            f"{row['params (M)']:.1f}",
-            f"{row['test acc']:.3f}",
-            f"{row['agreement']:.3f}",
-            f"{row['latency b=1 (ms)']:.1f}",
-            f"{row['latency b=32 (ms)']:.1f}",
-            "–" if row["s/step"] != row["s/step"] else f"{row['s/step']:.3f}",
-            f"{100 * row['test acc'] / teacher_acc:.1f}",
-            f"{rows[0]['latency b=32 (ms)'] / row['latency b=32 (ms)']:.2f}×",
-        ]
-        print("| " + " | ".join(cells) + " |")
-    plain, kd = rows[1]["s/step"], rows[2]["s/step"]
-    print(f"\nseconds per step: distillation {kd:.3f} / plain fine-tuning {plain:.3f} = {kd / plain:.2f}×")
+        print("| " + " | ".join(row) + " |")
 
 
 if __name__ == "__main__":

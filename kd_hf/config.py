@@ -155,31 +155,41 @@ class DistillationConfig(TrainingArguments):
     )
     layer_map: str = field(
         default="uniform",
-        metadata={"help": "Which teacher layer each student layer learns from in the `attention` and `hidden_state` "
-                  "losses: `uniform` (student layer m <-> teacher layer m*L_T/L_S; 12 -> 4 gives 3, 6, 9, 12), `last`, "
-                  "or one 1-based teacher layer per student layer, e.g. `3,6` (a YAML list works too)."},
+        metadata={
+            "help": "Which teacher layer each student layer learns from in the `attention` and `hidden_state` "
+            "losses: `uniform` (student layer m <-> teacher layer m*L_T/L_S; 12 -> 4 gives 3, 6, 9, 12), `last`, "
+            "or one 1-based teacher layer per student layer, e.g. `3,6` (a YAML list works too)."
+        },
     )
     attention_loss: str = field(
         default="kl",
-        metadata={"help": "`kl`: KL(teacher || student) per head and query (MiniLM); `mse`: squared error (TinyBERT).",
-                  "choices": list(ATTENTION_LOSSES)},
+        metadata={
+            "help": "`kl`: KL(teacher || student) per head and query (MiniLM); `mse`: squared error (TinyBERT).",
+            "choices": list(ATTENTION_LOSSES),
+        },
     )
     attention_heads: str = field(
         default="auto",
-        metadata={"help": "How heads are compared: `per_head` (counts must match), `average` (heads averaged per "
-                  "layer), `relation` (MiniLMv2 query/key/value relations, any head counts, no eager attention "
-                  "needed), or `auto` (per_head when counts match, else average).",
-                  "choices": list(ATTENTION_HEADS)},
+        metadata={
+            "help": "How heads are compared: `per_head` (counts must match), `average` (heads averaged per "
+            "layer), `relation` (MiniLMv2 query/key/value relations, any head counts, no eager attention "
+            "needed), or `auto` (per_head when counts match, else average).",
+            "choices": list(ATTENTION_HEADS),
+        },
     )
     attention_relation_heads: int = field(
         default=0,
-        metadata={"help": "Relation heads for `attention_heads: relation`, dividing both hidden sizes; 0 picks the "
-                  "gcd of the two head counts."},
+        metadata={
+            "help": "Relation heads for `attention_heads: relation`, dividing both hidden sizes; 0 picks the "
+            "gcd of the two head counts."
+        },
     )
     hidden_state_loss: str = field(
         default="mse",
-        metadata={"help": "`mse` or `cosine` (1 - cosine) between paired hidden states.",
-                  "choices": list(HIDDEN_STATE_LOSSES)},
+        metadata={
+            "help": "`mse` or `cosine` (1 - cosine) between paired hidden states.",
+            "choices": list(HIDDEN_STATE_LOSSES),
+        },
     )
     hidden_state_embeddings: bool = field(
         default=False, metadata={"help": "Also match the embedding outputs (hidden_states[0]) in `hidden_state`."}
@@ -265,7 +275,9 @@ class DistillationConfig(TrainingArguments):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
         if self.attention_relation_heads < 0:
-            raise ValueError(f"`attention_relation_heads` must be >= 0 (0 = automatic), got {self.attention_relation_heads}.")
+            raise ValueError(
+                f"`attention_relation_heads` must be >= 0 (0 = automatic), got {self.attention_relation_heads}."
+            )
         if self.model_init not in MODEL_INITS:
             raise ValueError(f"`model_init` must be one of {list(MODEL_INITS)}, got {self.model_init!r}.")
         if self.model_init == "teacher_layers" and self.teacher_model_name_or_path is None:

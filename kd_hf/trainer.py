@@ -61,7 +61,10 @@ def _use_eager_attention(model: PreTrainedModel, role: str) -> None:
     if model.config._attn_implementation != "eager":
         logger.info(
             "Switching the %s from %s to eager attention: the attention loss needs attention weights, which %s "
-            "does not return.", role, model.config._attn_implementation, model.config._attn_implementation,
+            "does not return.",
+            role,
+            model.config._attn_implementation,
+            model.config._attn_implementation,
         )
         model.set_attn_implementation("eager")
 
@@ -195,7 +198,9 @@ class DistillationTrainer(Trainer):
         state = self.loss_modules.state_dict()
         if state and self.args.should_save:
             folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-            save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, LOSS_STATE_NAME))
+            save_file(
+                {k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, LOSS_STATE_NAME)
+            )
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -111,8 +111,12 @@ class AttentionLoss(nn.Module):
         for student_layer, teacher_layer in self.pairs:
             if self.heads == "relation":
                 for part in "qkv":
-                    student_rel = self_relation(student_outputs.qkv[student_layer - 1][part], self.relation_heads, mask)
-                    teacher_rel = self_relation(teacher_outputs.qkv[teacher_layer - 1][part], self.relation_heads, mask)
+                    student_rel = self_relation(
+                        student_outputs.qkv[student_layer - 1][part], self.relation_heads, mask
+                    )
+                    teacher_rel = self_relation(
+                        teacher_outputs.qkv[teacher_layer - 1][part], self.relation_heads, mask
+                    )
                     losses.append(attention_distance(student_rel, teacher_rel, mask, self.kind))
                 continue
             student_map = student_outputs.attentions[student_layer - 1]

@@ -58,7 +58,9 @@ class HiddenStateLoss(nn.Module):
             for _ in self.pairs
         )
         logger.info(
-            "hidden_state loss (%s) on (student, teacher) layers %s%s", self.kind, self.pairs,
+            "hidden_state loss (%s) on (student, teacher) layers %s%s",
+            self.kind,
+            self.pairs,
             f", projected {student_width} -> {teacher_width}" if student_width != teacher_width else "",
         )
 
