@@ -5,13 +5,16 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .explain.gradients import ATTRIBUTION_METHODS
 from .losses import LOSS_REGISTRY
+from .losses.attribution import ATTRIBUTION_LOSSES
 
 
 DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 ATTENTION_LOSSES = ("kl", "mse")
 ATTENTION_HEADS = ("auto", "per_head", "average", "relation")
 HIDDEN_STATE_LOSSES = ("mse", "cosine")
+
 MODEL_INITS = ("checkpoint", "config", "teacher_layers")
 
 
@@ -194,6 +197,34 @@ class DistillationConfig(TrainingArguments):
     hidden_state_embeddings: bool = field(
         default=False, metadata={"help": "Also match the embedding outputs (hidden_states[0]) in `hidden_state`."}
     )
+    attribution_loss: str = field(
+        default="cosine",
+        metadata={
+            "help": "Form of the `attribution` loss: `cosine` (1 - cos, e2KD) or `l1` / `l2` between per-example "
+            "L2-normalised attributions (AD-KD).",
+            "choices": list(ATTRIBUTION_LOSSES),
+        },
+    )
+    attribution_method: str = field(
+        default="input_x_gradient",
+        metadata={
+            "help": "Attribution both models compute for the teacher's top-1 class: `input_x_gradient` or "
+            "`gradient`, at the token embeddings (text) or the pixels (images).",
+            "choices": list(ATTRIBUTION_METHODS),
+        },
+    )
+    attribution_every: int = field(
+        default=1,
+        metadata={"help": "Apply the `attribution` loss every N optimizer steps (>= 1); it costs a double backward."},
+    )
+    teacher_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the teacher once over the train and eval sets and store its logits (and attributions, with "
+            "the `attribution` loss) with the dataset; later epochs and runs with the same teacher and data skip it. "
+            "Leave off when inputs change from epoch to epoch (random augmentation)."
+        },
+    )
     label_mapping: dict | str | None = field(
         default=None,
         metadata={
@@ -274,6 +305,11 @@ class DistillationConfig(TrainingArguments):
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+        for name, allowed in (("attribution_loss", ATTRIBUTION_LOSSES), ("attribution_method", ATTRIBUTION_METHODS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
+        if self.attribution_every < 1:
+            raise ValueError(f"`attribution_every` must be >= 1 (1 = every step), got {self.attribution_every}.")
         if self.attention_relation_heads < 0:
             raise ValueError(
                 f"`attention_relation_heads` must be >= 0 (0 = automatic), got {self.attention_relation_heads}."

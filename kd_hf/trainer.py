@@ -6,20 +6,24 @@ import logging
 import os
 from collections import defaultdict
 
+import datasets
 import torch
 import torch.nn.functional as F
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer
+from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .config import DistillationConfig
-from .data import TEACHER_PREFIX
+from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX
+from .explain.gradients import gradient_attribution
 from .losses import build_losses, loss_requirements
 from .losses.attention import qkv_module_names
 from .metrics import classification_metrics, top1_agreement
 from .pairing import align_labels, load_model
+from .teacher_cache import cache_teacher_outputs
 
 
 logger = logging.getLogger(__name__)
@@ -57,14 +61,12 @@ class QKVRecorder:
         return layers
 
 
-def _use_eager_attention(model: PreTrainedModel, role: str) -> None:
-    if model.config._attn_implementation != "eager":
+def _use_eager_attention(model: PreTrainedModel, role: str, reason: str) -> None:
+    """Eager attention returns attention weights and can be differentiated twice; SDPA kernels do neither."""
+    has_attention = getattr(model.config, "num_attention_heads", None) is not None
+    if has_attention and model.config._attn_implementation != "eager":
         logger.info(
-            "Switching the %s from %s to eager attention: the attention loss needs attention weights, which %s "
-            "does not return.",
-            role,
-            model.config._attn_implementation,
-            model.config._attn_implementation,
+            "Switching the %s from %s to eager attention: %s.", role, model.config._attn_implementation, reason
         )
         model.set_attn_implementation("eager")
 
@@ -143,13 +145,18 @@ class DistillationTrainer(Trainer):
             raise ValueError(
                 "The teacher and the student tokenize differently, so their token positions do not line up and the "
                 f"{sorted(n for n in self.losses if loss_requirements(n, self.losses[n]))} loss(es) have nothing to "
-                "compare; give both the same tokenizer, or keep `soft_label` (and `attribution`, matched by word)."
+                "compare; give both the same tokenizer, or keep `soft_label`, which works across tokenizers."
             )
         if "attentions" in required:
-            _use_eager_attention(model, "student")
-            _use_eager_attention(teacher_model, "teacher")
+            reason = "the attention loss needs attention weights, which other kernels do not return"
+            _use_eager_attention(model, "student", reason)
+            _use_eager_attention(teacher_model, "teacher", reason)
+        if "attributions" in required:
+            reason = "the attribution loss differentiates the student twice, which SDPA kernels cannot"
+            _use_eager_attention(model, "student", reason)
         self.recorders = (QKVRecorder(model), QKVRecorder(teacher_model)) if "qkv" in required else None
         self.required_outputs = required - {"qkv"}
+        self.loss_needs = {name: loss_requirements(name, loss) for name, loss in self.losses.items()}
 
         super().__init__(model=model, args=args, compute_metrics=compute_metrics or classification_metrics, **kwargs)
 
@@ -165,6 +172,26 @@ class DistillationTrainer(Trainer):
             self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._prepare_trainable_losses()
+        if args.teacher_cache:
+            self._cache_teacher_outputs()
+
+    def _cache_teacher_outputs(self) -> None:
+        if self.is_deepspeed_enabled:
+            raise NotImplementedError(
+                "`teacher_cache` needs the whole teacher on each process; turn it off under DeepSpeed."
+            )
+        teacher = self.accelerator.unwrap_model(self.teacher)
+        options = dict(
+            attributions="attributions" in self.required_outputs,
+            attribution_method=self.args.attribution_method,
+            batch_size=self.args.per_device_eval_batch_size,
+        )
+        # The main process writes the cache files; the others then read them.
+        with self.args.main_process_first(desc="teacher cache"):
+            if isinstance(self.train_dataset, datasets.Dataset):
+                self.train_dataset = cache_teacher_outputs(self.train_dataset, teacher, self.data_collator, **options)
+            if isinstance(self.eval_dataset, datasets.Dataset):
+                self.eval_dataset = cache_teacher_outputs(self.eval_dataset, teacher, self.data_collator, **options)
 
     def _prepare_trainable_losses(self) -> None:
         """Put losses with parameters on the device, DDP-wrapped like the student so their gradients are averaged."""
@@ -215,39 +242,89 @@ class DistillationTrainer(Trainer):
         # Keep the teacher's own inputs, which Trainer would drop as unknown to the student's forward.
         teacher_forward = self.accelerator.unwrap_model(self.teacher).forward
         teacher_columns = [TEACHER_PREFIX + name for name in inspect.signature(teacher_forward).parameters]
-        self._signature_columns = list(dict.fromkeys(self._signature_columns + teacher_columns))
+        self._signature_columns = list(
+            dict.fromkeys(self._signature_columns + teacher_columns + list(TEACHER_CACHE_COLUMNS))
+        )
 
     def _forward_kwargs(self) -> dict:
-        return {f"output_{name}": True for name in self.required_outputs}
+        return {f"output_{name}": True for name in self.required_outputs - {"attributions"}}
 
-    def teacher_outputs(self, inputs: dict):
-        """The teacher's outputs on `inputs` (its own `teacher_` inputs when present), logits in student label order."""
-        teacher_inputs = {k[len(TEACHER_PREFIX) :]: v for k, v in inputs.items() if k.startswith(TEACHER_PREFIX)}
-        if not teacher_inputs:
-            teacher_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        # Pixels come in the student's precision; a teacher loaded in bf16 needs them in its own.
-        dtype = self.accelerator.unwrap_model(self.teacher).dtype
-        teacher_inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in teacher_inputs.items()}
-        with torch.no_grad():
-            outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
-        if self.recorders is not None:
-            outputs.qkv = self.recorders[1].pop()
+    def teacher_outputs(self, inputs: dict, attribute: bool = False):
+        """The teacher's outputs on `inputs` (its own `teacher_` inputs when present), logits in student label order.
+
+        Cached teacher logits and attributions (`kd_hf.explain.cache`) are used when the batch holds them; the
+        teacher then runs only if a loss needs more (attentions, hidden states).
+        """
+        cached_all = "teacher_logits" in inputs and (not attribute or "teacher_attributions" in inputs)
+        if cached_all and not self.required_outputs - {"attributions"} and self.recorders is None:
+            outputs = SequenceClassifierOutput(logits=inputs["teacher_logits"])
+        else:
+            outputs = self._run_teacher(inputs, attribute and "teacher_attributions" not in inputs)
+        if attribute and "teacher_attributions" in inputs:
+            outputs.attributions = inputs["teacher_attributions"]
         if self.teacher_label_order is not None:
             outputs.logits = outputs.logits[:, self.teacher_label_order]
         return outputs
+
+    def _run_teacher(self, inputs: dict, attribute: bool):
+        teacher_inputs = {
+            k[len(TEACHER_PREFIX) :]: v
+            for k, v in inputs.items()
+            if k.startswith(TEACHER_PREFIX) and k not in TEACHER_CACHE_COLUMNS
+        }
+        if not teacher_inputs:
+            teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and not k.startswith(TEACHER_PREFIX)}
+        # Pixels come in the student's precision; a teacher loaded in bf16 needs them in its own.
+        dtype = self.accelerator.unwrap_model(self.teacher).dtype
+        teacher_inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in teacher_inputs.items()}
+        if attribute:
+            # The teacher explains its own top-1 class; it needs gradients at its inputs, never in its weights.
+            attributions, outputs = gradient_attribution(
+                self.teacher, teacher_inputs, None, self.args.attribution_method, **self._forward_kwargs()
+            )
+            outputs = type(outputs)(**{k: _detach(v) for k, v in outputs.items()})
+            outputs.attributions = attributions.detach()
+        else:
+            with torch.no_grad():
+                outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
+        if self.recorders is not None:
+            outputs.qkv = self.recorders[1].pop()
+        return outputs
+
+    def _attribute_now(self, model) -> bool:
+        """Attribution losses run every `attribution_every` optimizer steps in training, and always in evaluation."""
+        if "attributions" not in self.required_outputs:
+            return False
+        return not model.training or self.state.global_step % self.args.attribution_every == 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """`alpha * CE + (1 - alpha) * sum_i w_i * loss_i`, each part logged; normalised over the accumulated batch."""
         args = self.args
         student_inputs = {k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX) and k != "labels"}
         labels = inputs.get("labels")
-        outputs = model(**student_inputs, **self._forward_kwargs())
+        attribute = self._attribute_now(model)
+        teacher_outputs = self.teacher_outputs(inputs, attribute)
+        if attribute:
+            # One forward pass gives the student's logits and, through a graph kept for the double backward, its
+            # attribution of the teacher's top-1 class.
+            target = teacher_outputs.logits.argmax(-1)
+            attributions, outputs = gradient_attribution(
+                model, student_inputs, target, args.attribution_method, model.training, **self._forward_kwargs()
+            )
+            outputs.attributions = attributions
+        else:
+            outputs = model(**student_inputs, **self._forward_kwargs())
         if self.recorders is not None:
             outputs.qkv = self.recorders[0].pop()
-        teacher_outputs = self.teacher_outputs(inputs)
 
-        parts = {name: loss(outputs, teacher_outputs, inputs, args) for name, loss in self.losses.items()}
-        per_example = (1 - args.alpha) * sum(w * parts[name] for name, w in zip(args.loss_type, args.loss_weights))
+        active = {
+            name: loss
+            for name, loss in self.losses.items()
+            if attribute or "attributions" not in self.loss_needs[name]
+        }
+        parts = {name: loss(outputs, teacher_outputs, inputs, args) for name, loss in active.items()}
+        weights = dict(zip(args.loss_type, args.loss_weights))
+        per_example = (1 - args.alpha) * sum(weights[name] * value for name, value in parts.items())
         if labels is not None:
             parts["ce"] = F.cross_entropy(outputs.logits.float(), labels, reduction="none", ignore_index=-100)
             per_example = per_example + args.alpha * parts["ce"]
@@ -288,3 +365,11 @@ class DistillationTrainer(Trainer):
 
 def _has_teacher_inputs(dataset) -> bool:
     return any(name.startswith(TEACHER_PREFIX) for name in (getattr(dataset, "column_names", None) or []))
+
+
+def _detach(value):
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, tuple):
+        return tuple(_detach(v) for v in value)
+    return value

@@ -6,12 +6,13 @@ The usual entry point is [`prepare_datasets`]; the pieces it chains are public f
 
 from .loading import encode_labels, label_names, load_raw_datasets, prepare_datasets
 from .offline import OFFLINE_PREFIX, load_offline_dataset, offline_model_path
-from .text import TEACHER_PREFIX, DistillationDataCollator, tokenize_for_pair, tokenizers_match
+from .text import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, DistillationDataCollator, tokenize_for_pair, tokenizers_match
 from .vision import default_image_processor, preprocess_images
 
 
 __all__ = [
     "OFFLINE_PREFIX",
+    "TEACHER_CACHE_COLUMNS",
     "TEACHER_PREFIX",
     "DistillationDataCollator",
     "default_image_processor",

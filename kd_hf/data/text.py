@@ -17,6 +17,8 @@ from transformers import PreTrainedTokenizerBase
 
 
 TEACHER_PREFIX = "teacher_"
+# Teacher *outputs* cached with a dataset (`kd_hf.explain.cache`); not inputs, though they share the prefix.
+TEACHER_CACHE_COLUMNS = ("teacher_logits", "teacher_attributions")
 
 
 def _backend_spec(tokenizer: PreTrainedTokenizerBase) -> dict | None:
@@ -160,6 +162,8 @@ class DistillationDataCollator:
         )
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        cached = {name: [f[name] for f in features] for name in TEACHER_CACHE_COLUMNS if name in features[0]}
+        features = [{k: v for k, v in f.items() if k not in TEACHER_CACHE_COLUMNS} for f in features]
         student, teacher, labels = [], [], []
         for feature in features:
             student.append({k: v for k, v in feature.items() if not k.startswith(TEACHER_PREFIX) and k != "labels"})
@@ -177,4 +181,21 @@ class DistillationDataCollator:
             batch.update({TEACHER_PREFIX + k: v for k, v in self._pad(self.teacher_tokenizer, teacher).items()})
         if labels:
             batch["labels"] = torch.as_tensor([int(label) for label in labels], dtype=torch.long)
+        if "teacher_logits" in cached:
+            batch["teacher_logits"] = torch.as_tensor(cached["teacher_logits"], dtype=torch.float32)
+        if "teacher_attributions" in cached:
+            batch["teacher_attributions"] = self._pad_scores(
+                cached["teacher_attributions"], batch["input_ids"].shape[1]
+            )
         return batch
+
+    def _pad_scores(self, rows: list[list[float]], length: int) -> torch.Tensor:
+        """Per-token scores padded with 0 on the tokenizer's padding side, to line up with the padded `input_ids`."""
+        padded = torch.zeros(len(rows), length)
+        for i, row in enumerate(rows):
+            row = torch.as_tensor(row, dtype=torch.float32)
+            if self.tokenizer.padding_side == "left":
+                padded[i, length - len(row) :] = row
+            else:
+                padded[i, : len(row)] = row
+        return padded

@@ -32,7 +32,7 @@ LOSS_REGISTRY: dict[str, LossFunction] = {}
 LOSS_REQUIREMENTS: dict[str, frozenset[str]] = {}
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-_KNOWN_REQUIREMENTS = frozenset({"attentions", "hidden_states"})
+_KNOWN_REQUIREMENTS = frozenset({"attentions", "hidden_states", "attributions"})
 
 
 def register_loss(name: str, requires: tuple[str, ...] = ()) -> Callable[[LossFunction], LossFunction]:
@@ -75,4 +75,4 @@ def loss_requirements(name: str, loss) -> frozenset[str]:
     return frozenset(getattr(loss, "requires", LOSS_REQUIREMENTS[name]))
 
 
-from . import attention, hidden_state, soft_label  # noqa: E402,F401  (fills the registry)
+from . import attention, attribution, hidden_state, soft_label  # noqa: E402,F401  (fills the registry)

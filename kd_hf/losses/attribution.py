@@ -1,0 +1,45 @@
+"""Attribution matching: the student learns to explain its prediction as the teacher explains the teacher's.
+
+Both models attribute the teacher's top-1 class to their inputs (token embeddings for text, pixels for images; see
+`kd_hf.explain.gradients`); the student's attribution is built with `create_graph=True` so that the loss trains it.
+Forms (`attribution_loss`):
+
+- `cosine`: `1 - cos(a_S, a_T)` over the real tokens or pixels (e2KD, Parchami-Araghi et al., 2024,
+  https://huggingface.co/papers/2402.03119);
+- `l1` / `l2`: the distance between the two attributions after each is L2-normalised per example (AD-KD, Wu et al.,
+  2023, https://huggingface.co/papers/2305.10010).
+
+The teacher's side comes live, or from a cache computed once over the training set (`kd_hf.explain.cache`).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from . import register_loss
+
+
+ATTRIBUTION_LOSSES = ("cosine", "l1", "l2")
+
+
+def attribution_distance(
+    student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None, kind: str = "cosine"
+) -> torch.Tensor:
+    """Per-example distance between attributions `[batch, ...]` (tokens, or pixels), padding masked out."""
+    student, teacher = student.flatten(1).float(), teacher.flatten(1).float()
+    if mask is not None:
+        mask = mask.flatten(1).to(student.dtype)
+        student, teacher = student * mask, teacher * mask
+    if kind == "cosine":
+        return 1 - F.cosine_similarity(student, teacher, dim=-1, eps=1e-12)
+    if kind in ("l1", "l2"):
+        difference = F.normalize(student, dim=-1) - F.normalize(teacher, dim=-1)
+        return difference.abs().sum(-1) if kind == "l1" else difference.pow(2).sum(-1)
+    raise ValueError(f"Unknown attribution loss {kind!r}; use one of {list(ATTRIBUTION_LOSSES)}.")
+
+
+@register_loss("attribution", requires=("attributions",))
+def attribution_loss(student_outputs, teacher_outputs, inputs, args) -> torch.Tensor:
+    """Distance between the student's and the teacher's attributions of the teacher's top-1 class."""
+    return attribution_distance(
+        student_outputs.attributions, teacher_outputs.attributions, inputs.get("attention_mask"), args.attribution_loss
+    )

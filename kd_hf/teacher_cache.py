@@ -1,0 +1,83 @@
+"""Teacher outputs computed once and stored with the dataset.
+
+On 2 CPU cores the teacher's forward pass costs more than the student's whole training step; over several epochs (or
+several runs) the same teacher sees the same examples again and again. `cache_teacher_outputs` runs the teacher once
+over a dataset and stores its logits, and optionally its attributions, as columns (`teacher_logits`,
+`teacher_attributions`) through datasets' fingerprinted `map`: a second call with the same teacher weights, dataset,
+preprocessing and settings reads the cache; any change recomputes it. `DistillationTrainer` then skips the teacher
+whenever a batch holds what its losses need.
+"""
+
+import hashlib
+
+import datasets
+import torch
+from datasets.fingerprint import Hasher
+from torch import nn
+
+from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX
+from .explain.gradients import gradient_attribution
+
+
+# Bump when the cached values change meaning, so that old caches are not reused.
+CACHE_VERSION = 1
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's weights: the teacher's identity, whatever its name or folder."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_teacher_outputs(
+    dataset: datasets.Dataset,
+    teacher: nn.Module,
+    collator,
+    attributions: bool = False,
+    attribution_method: str = "input_x_gradient",
+    batch_size: int = 64,
+) -> datasets.Dataset:
+    """Add `teacher_logits` (and `teacher_attributions`) columns computed by `teacher` in eval mode.
+
+    Args:
+        dataset (`datasets.Dataset`): model inputs (as `kd_hf.data.prepare_datasets` makes them).
+        teacher (`nn.Module`): the teacher, on the device it should run on.
+        collator: batches rows of `dataset` into tensors (the trainer's data collator).
+        attributions (`bool`, *optional*, defaults to `False`): also store the teacher's attribution of its top-1
+            class (per real token, or per pixel), for the `attribution` loss.
+        attribution_method (`str`, *optional*, defaults to `"input_x_gradient"`): see `kd_hf.explain.gradients`.
+        batch_size (`int`, *optional*, defaults to 64): examples per teacher forward pass.
+
+    Returns:
+        `datasets.Dataset`: `dataset` with the cached columns (replacing any from an earlier teacher).
+    """
+    dataset = dataset.remove_columns([c for c in TEACHER_CACHE_COLUMNS if c in dataset.column_names])
+    fingerprint = Hasher.hash(
+        [dataset._fingerprint, weights_digest(teacher), attributions, attribution_method, CACHE_VERSION]
+    )
+    device = next(teacher.parameters()).device
+    dtype = next(teacher.parameters()).dtype
+    teacher.eval()
+
+    def compute(batch: dict[str, list]) -> dict[str, list]:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        collated = collator(rows)
+        inputs = {k[len(TEACHER_PREFIX) :]: v for k, v in collated.items() if k.startswith(TEACHER_PREFIX)}
+        inputs = inputs or {k: v for k, v in collated.items() if k != "labels"}
+        inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
+        if not attributions:
+            with torch.no_grad():
+                return {"teacher_logits": teacher(**inputs).logits.float().cpu().tolist()}
+        scores, outputs = gradient_attribution(teacher, inputs, None, attribution_method)
+        scores = scores.detach().float().cpu()
+        mask = inputs.get("attention_mask")
+        # Only real tokens are kept; the collator pads them back to each batch's length.
+        rows = [row[m.bool().cpu()].tolist() for row, m in zip(scores, mask)] if mask is not None else scores.tolist()
+        return {"teacher_logits": outputs.logits.detach().float().cpu().tolist(), "teacher_attributions": rows}
+
+    return dataset.map(
+        compute, batched=True, batch_size=batch_size, new_fingerprint=fingerprint, desc="Caching teacher outputs"
+    )

@@ -1,0 +1,129 @@
+import copy
+
+import pytest
+import torch
+
+from kd_hf import DistillationTrainer
+from kd_hf.explain import gradient_attribution
+from kd_hf.losses.attribution import attribution_distance
+
+
+def _text_inputs(tokenizer):
+    batch = tokenizer(["a great and moving film", "dull"], padding=True, return_tensors="pt")
+    return dict(batch)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "l1", "l2"])
+def test_attribution_distance_is_zero_for_equal_and_positive_for_different(kind):
+    a = torch.randn(3, 7)
+    assert torch.allclose(attribution_distance(a, a.clone(), kind=kind), torch.zeros(3), atol=1e-6)
+    assert (attribution_distance(a, torch.randn(3, 7), kind=kind) > 0).all()
+
+
+def test_attribution_distance_ignores_padding():
+    a, b = torch.randn(2, 5), torch.randn(2, 5)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    noisy_a, noisy_b = a.clone(), b.clone()
+    noisy_a[0, 3:], noisy_b[0, 3:] = 100.0, -100.0  # whatever sits at padded positions
+    assert torch.allclose(attribution_distance(a, b, mask), attribution_distance(noisy_a, noisy_b, mask))
+
+
+def test_l2_form_matches_hand_computation():
+    student, teacher = torch.tensor([[3.0, 4.0]]), torch.tensor([[1.0, 0.0]])
+    # normalised: (0.6, 0.8) vs (1, 0) -> (0.4^2 + 0.8^2)
+    assert attribution_distance(student, teacher, kind="l2").item() == pytest.approx(0.8)
+
+
+def test_text_input_x_gradient_matches_captum(make_bert, minilm_tokenizer):
+    from captum.attr import LayerGradientXActivation
+
+    model = make_bert(seed=3)
+    inputs = _text_inputs(minilm_tokenizer)
+    target = torch.tensor([1, 0])
+
+    ours, outputs = gradient_attribution(model, inputs, target, create_graph=True)
+
+    def forward(input_ids, attention_mask):
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    explainer = LayerGradientXActivation(forward, model.get_input_embeddings())
+    theirs = explainer.attribute(
+        inputs["input_ids"], target=target, additional_forward_args=(inputs["attention_mask"],)
+    )
+    assert torch.allclose(ours, theirs.sum(-1), atol=1e-6)
+    assert ours.requires_grad  # part of the graph: trainable
+    assert outputs.logits.shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    ("method", "captum_class"), [("input_x_gradient", "InputXGradient"), ("gradient", "Saliency")]
+)
+def test_pixel_attributions_match_captum(make_vit, method, captum_class):
+    import captum.attr
+
+    model = make_vit(seed=3)
+    pixels = torch.randn(2, 1, 8, 8)
+    target = torch.tensor([4, 7])
+    ours, _ = gradient_attribution(model, {"pixel_values": pixels}, target, method)
+    theirs = getattr(captum.attr, captum_class)(lambda x: model(pixel_values=x).logits).attribute(
+        pixels, target=target
+    )
+    expected = theirs.sum(1) if method == "input_x_gradient" else theirs.amax(1)
+    assert torch.allclose(ours, expected, atol=1e-6)
+
+
+def _trainer(student, teacher, args, **kwargs):
+    return DistillationTrainer(model=student, teacher_model=teacher, args=args, **kwargs)
+
+
+def test_attribution_loss_is_zero_for_a_copy_and_trains_only_the_student(make_bert, minilm_tokenizer, distill_args):
+    teacher = make_bert(seed=1)
+    args = distill_args(loss_type=["attribution"], alpha=0.0)
+    batch = {**_text_inputs(minilm_tokenizer), "labels": torch.tensor([1, 0])}
+
+    copy_trainer = _trainer(copy.deepcopy(teacher), teacher, args)
+    copy_trainer.model.train()
+    assert copy_trainer.compute_loss(copy_trainer.model, batch).item() == pytest.approx(0.0, abs=1e-6)
+
+    student = make_bert(seed=2)
+    trainer = _trainer(student, teacher, args)
+    student.train()
+    loss = trainer.compute_loss(student, batch)
+    loss.backward()
+    assert loss.item() > 0
+    # The double backward reaches weights that only act through the attribution's gradient path.
+    assert student.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert student.classifier.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_attribution_every_n_steps(make_bert, text_dataset, distill_args, minilm_tokenizer):
+    from kd_hf.data import DistillationDataCollator
+
+    args = distill_args(loss_type=["soft_label", "attribution"], attribution_every=2, max_steps=4)
+    trainer = _trainer(
+        make_bert(seed=2), make_bert(seed=1), args, train_dataset=text_dataset[0],
+        data_collator=DistillationDataCollator(minilm_tokenizer),
+    )  # fmt: skip
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert ["attribution_loss" in log for log in logs] == [True, False, True, False]
+    assert all("soft_label_loss" in log for log in logs)
+
+
+def test_cnn_teacher_and_vit_student_match_in_pixel_space(make_vit, distill_args):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    torch.manual_seed(0)
+    teacher = ResNetForImageClassification(
+        ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=10)
+    ).eval()
+    teacher.config.id2label = {i: str(i) for i in range(10)}
+    teacher.config.label2id = {str(i): i for i in range(10)}
+    student = make_vit(seed=2).train()
+    args = distill_args(loss_type=["soft_label", "attribution"], image_column="image", text_columns=[])
+    trainer = _trainer(student, teacher, args)
+    loss = trainer.compute_loss(student, {"pixel_values": torch.randn(3, 1, 8, 8), "labels": torch.tensor([0, 1, 2])})
+    loss.backward()
+    assert torch.isfinite(loss) and trainer._metrics["train"]["attribution_loss"][-1] > 0
+    assert all(p.grad is None for p in teacher.parameters())

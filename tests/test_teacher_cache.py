@@ -1,0 +1,86 @@
+import datasets
+import pytest
+import torch
+
+from kd_hf import DistillationTrainer
+from kd_hf.data import DistillationDataCollator
+from kd_hf.teacher_cache import cache_teacher_outputs
+
+
+@pytest.fixture
+def on_disk(text_dataset, tmp_path):
+    """The tiny training set backed by Arrow files, as real datasets are: `map` results are cached next to them."""
+    text_dataset[0].save_to_disk(tmp_path / "train")
+    return datasets.load_from_disk(tmp_path / "train")
+
+
+def _count_calls(model):
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_cache_stores_the_teachers_logits_and_is_reused(make_bert, on_disk, minilm_tokenizer):
+    teacher = make_bert(seed=1)
+    collator = DistillationDataCollator(minilm_tokenizer)
+    calls = _count_calls(teacher)
+
+    cached = cache_teacher_outputs(on_disk, teacher, collator, batch_size=8)
+    assert len(calls) == 4  # 32 examples in batches of 8
+    batch = collator([on_disk[i] for i in range(4)])
+    batch.pop("labels")
+    with torch.no_grad():
+        expected = teacher(**batch).logits
+    assert torch.allclose(torch.tensor(cached["teacher_logits"][:4]), expected, atol=1e-5)
+
+    ran = len(calls)
+    again = cache_teacher_outputs(on_disk, teacher, collator, batch_size=8)
+    assert len(calls) == ran  # read from the datasets cache: the teacher did not run
+    assert again["teacher_logits"] == cached["teacher_logits"]
+
+
+def test_changed_teacher_weights_recompute_the_cache(make_bert, on_disk, minilm_tokenizer):
+    teacher = make_bert(seed=1)
+    collator = DistillationDataCollator(minilm_tokenizer)
+    first = cache_teacher_outputs(on_disk, teacher, collator, batch_size=8)
+    with torch.no_grad():
+        teacher.classifier.bias.add_(1.0)
+    calls = _count_calls(teacher)
+    second = cache_teacher_outputs(on_disk, teacher, collator, batch_size=8)
+    assert len(calls) == 4
+    assert second["teacher_logits"] != first["teacher_logits"]
+
+
+def test_cached_attributions_keep_only_real_tokens(make_bert, on_disk, minilm_tokenizer):
+    cached = cache_teacher_outputs(
+        on_disk, make_bert(seed=1), DistillationDataCollator(minilm_tokenizer), attributions=True, batch_size=8
+    )
+    assert [len(a) for a in cached["teacher_attributions"]] == [len(ids) for ids in cached["input_ids"]]
+
+
+def test_trainer_with_teacher_cache_never_runs_the_teacher_while_training(
+    make_bert, on_disk, distill_args, minilm_tokenizer
+):
+    teacher = make_bert(seed=1)
+    args = distill_args(loss_type=["soft_label", "attribution"], teacher_cache=True, max_steps=3)
+    trainer = DistillationTrainer(
+        model=make_bert(seed=2), teacher_model=teacher, args=args, train_dataset=on_disk,
+        data_collator=DistillationDataCollator(minilm_tokenizer),
+    )  # fmt: skip
+    assert {"teacher_logits", "teacher_attributions"} <= set(trainer.train_dataset.column_names)
+    calls = _count_calls(teacher)
+    trainer.train()
+    assert calls == []
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert all(log["soft_label_loss"] > 0 and log["attribution_loss"] > 0 for log in logs)
+
+
+def test_cached_and_live_teacher_give_the_same_loss(make_bert, on_disk, distill_args, minilm_tokenizer):
+    teacher, student = make_bert(seed=1), make_bert(seed=2).train()
+    collator = DistillationDataCollator(minilm_tokenizer)
+    cached = cache_teacher_outputs(on_disk, teacher, collator, attributions=True, batch_size=8)
+    args = distill_args(loss_type=["soft_label", "attribution"])
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, data_collator=collator)
+    live = trainer.compute_loss(student, collator([on_disk[i] for i in range(6)]))
+    from_cache = trainer.compute_loss(student, collator([cached[i] for i in range(6)]))
+    assert from_cache.item() == pytest.approx(live.item(), rel=1e-4)
