@@ -14,9 +14,9 @@ from kd_hf.cli import parse_recipe
 config = parse_recipe(sys.argv[1:])
 trainer = run.distill(config)
 rank = trainer.args.process_index
-save_file(
-    {k: v.contiguous() for k, v in trainer.model.state_dict().items()}, f"{config.output_dir}/rank{rank}.safetensors"
-)
+state = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
+state |= {f"loss_modules.{k}": v.contiguous() for k, v in trainer.loss_modules.state_dict().items()}
+save_file(state, f"{config.output_dir}/rank{rank}.safetensors")
 report = {
     "world_size": trainer.args.world_size,
     "distributed_type": trainer.accelerator.distributed_type.value,

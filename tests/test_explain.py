@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+from kd_hf.explain import Explanation, explain_images, explain_text, pool_to_grid
+from kd_hf.metrics.explanation import agreement, bootstrap_interval, explanation_agreement
+
+
+@pytest.fixture
+def bert(make_bert):
+    model = make_bert(seed=3)
+    model.set_attn_implementation("eager")
+    return model
+
+
+def test_integrated_gradients_are_complete_and_merged_into_words(bert, minilm_tokenizer):
+    text = "an unwatchable , overlong film"
+    [explanation] = explain_text(bert, minilm_tokenizer, [text], n_steps=128)
+
+    assert explanation.words == ["an", "unwatchable", ",", "overlong", "film"]
+    assert len(minilm_tokenizer.tokenize(text)) > len(explanation.words)  # sub-words were merged
+    encoded = minilm_tokenizer([text], return_tensors="pt", return_special_tokens_mask=True)
+    special = encoded.pop("special_tokens_mask").bool()
+    baseline = torch.where(special, encoded["input_ids"], 0)
+    with torch.no_grad():
+        logits = bert(**encoded).logits[0]
+        baseline_logits = bert(input_ids=baseline, attention_mask=encoded["attention_mask"]).logits[0]
+    assert explanation.target == int(logits.argmax())
+    assert explanation.probability == pytest.approx(logits.softmax(-1).max().item(), rel=1e-5)
+    # Completeness: attributions sum to the change of the target's logit from baseline to input (up to delta).
+    change = (logits - baseline_logits)[explanation.target].item()
+    assert explanation.scores.sum() - explanation.delta == pytest.approx(change, abs=1e-4)
+    assert abs(explanation.delta) < 0.05 * max(abs(change), 1e-3) + 1e-4
+
+
+@pytest.mark.parametrize("method", ["input_x_gradient", "saliency", "attention_rollout"])
+def test_other_text_methods_give_one_score_per_word(bert, minilm_tokenizer, method):
+    texts = ["a great film", "dull and interminably overlong"]
+    explanations = explain_text(bert, minilm_tokenizer, texts, method=method, target=1)
+    assert [len(e.words) for e in explanations] == [3, 4]
+    assert all(e.target == 1 and np.isfinite(e.scores).all() for e in explanations)
+    if method in ("saliency", "attention_rollout"):
+        assert all((e.scores >= 0).all() for e in explanations)
+
+
+def test_image_explanations_give_pixel_maps_and_patch_grids(make_vit):
+    model = make_vit(seed=3)
+    model.set_attn_implementation("eager")
+    pixels = torch.randn(3, 1, 8, 8)
+    for method in ("integrated_gradients", "saliency", "attention_rollout"):
+        explanations = explain_images(model, pixels, method=method)
+        assert len(explanations) == 3
+        assert explanations[0].scores.shape == (8, 8) and explanations[0].grid.shape == (2, 2)  # 4x4 patches
+
+
+def test_pool_to_grid_averages_each_cell():
+    maps = torch.arange(16.0).reshape(1, 4, 4)
+    assert pool_to_grid(maps, 2)[0].tolist() == [[2.5, 4.5], [10.5, 12.5]]
+
+
+def test_grad_cam_is_for_cnns(make_vit):
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    cnn = ResNetForImageClassification(
+        ResNetConfig(num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+    )
+    [explanation] = explain_images(cnn, torch.randn(1, 1, 16, 16), method="grad_cam", grid_size=4)
+    assert explanation.scores.shape == (16, 16) and (explanation.scores >= 0).all()
+    with pytest.raises(ValueError, match="needs a CNN.*attention_rollout"):
+        explain_images(make_vit(), torch.randn(1, 1, 8, 8), method="grad_cam")
+
+
+def test_explanations_render_to_html_and_png(tmp_path):
+    text = Explanation("saliency", 1, "positive", 0.9, np.array([0.5, -1.0]), words=["great", "<b>"])
+    page = text.to_html()
+    assert "great" in page and "&lt;b&gt;" in page and "<b>" not in page.split(":", 1)[1].replace("<b>positive", "")
+    text.save_png(tmp_path / "text.png")
+    image = Explanation("saliency", 3, "3", 0.8, np.random.default_rng(0).random((8, 8)))
+    image.save_png(tmp_path / "image.png", image=np.zeros((8, 8)))
+    for name in ("text.png", "image.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_agreement_metrics_match_hand_computation():
+    a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 3.0, 2.0, 4.0])
+    result = agreement(a, b, top_k=0.5)
+    assert result["spearman"] == pytest.approx(0.8)  # 1 - 6*2/(4*15)
+    assert result["kendall"] == pytest.approx(4 / 6)  # 5 concordant, 1 discordant pair
+    assert result["top_k_overlap"] == 0.5  # top-2: {3, 2} vs {3, 1}
+    assert result["cosine"] == pytest.approx(29 / 30)
+    assert agreement(a, a)["spearman"] == pytest.approx(1.0)
+    assert np.isnan(agreement(np.ones(3), a[:3])["spearman"])
+    with pytest.raises(ValueError, match="align them first"):
+        agreement(a, b[:3])
+
+
+def test_bootstrap_interval_and_random_baseline():
+    mean, low, high = bootstrap_interval([0.2, 0.4, 0.6, 0.8, float("nan")])
+    assert mean == pytest.approx(0.5) and low <= mean <= high and low >= 0.2 and high <= 0.8
+    rng = np.random.default_rng(1)
+    teacher = [rng.standard_normal(12) for _ in range(200)]
+    report = explanation_agreement(teacher, [t + 0.1 * rng.standard_normal(12) for t in teacher])
+    assert report["spearman"]["mean"] > 0.9 and report["spearman"]["low"] > 0.9
+    assert abs(report["spearman"]["random"]) < 0.05 and report["spearman"]["n"] == 200
