@@ -102,3 +102,55 @@ def test_bootstrap_interval_and_random_baseline():
     report = explanation_agreement(teacher, [t + 0.1 * rng.standard_normal(12) for t in teacher])
     assert report["spearman"]["mean"] > 0.9 and report["spearman"]["low"] > 0.9
     assert abs(report["spearman"]["random"]) < 0.05 and report["spearman"]["n"] == 200
+
+
+class PresenceModel(torch.nn.Module):
+    """p(class 1) = sigmoid(sum of the weights of the words still attended to): faithfulness by hand."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.weights = torch.tensor([0.0, *weights])  # position 0 is [CLS], which always stays
+
+    def forward(self, input_ids, attention_mask):
+        logit = (attention_mask.float() * self.weights).sum(-1)
+        return type("Output", (), {"logits": torch.stack([torch.zeros_like(logit), logit], -1)})()
+
+
+def test_aopc_and_deletion_auc_match_hand_computation():
+    from kd_hf.metrics.faithfulness import faithfulness
+
+    weights = [2.0, -1.0, 0.5, 1.0]
+    model = PresenceModel(weights)
+    inputs = {"input_ids": torch.tensor([[101, 5, 6, 7, 8]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    features = torch.tensor([-1, 0, 1, 2, 3])
+    result = faithfulness(model, inputs, features, scores=weights, target=1, steps=4)
+
+    def p(kept):
+        return 1 / (1 + np.exp(-sum(weights[i] for i in kept)))
+
+    close = {"rel": 1e-5}  # the model computes in float32
+    full = p([0, 1, 2, 3])
+    # 4 features: the bins 1, 5, 10, 20, 50% remove the top 1, 1, 1, 1, 2 features (ranked 0, 3, 2, 1).
+    comprehensiveness = (4 * (full - p([1, 2, 3])) + (full - p([1, 2]))) / 6
+    sufficiency = (4 * (full - p([0])) + (full - p([0, 3]))) / 6
+    assert result["comprehensiveness"] == pytest.approx(comprehensiveness, **close)
+    assert result["sufficiency"] == pytest.approx(sufficiency, **close)
+    deletion = [full, p([1, 2, 3]), p([1, 2]), p([1]), p([])]
+    assert result["deletion_curve"] == pytest.approx(deletion, **close)
+    assert result["deletion_auc"] == pytest.approx(np.trapezoid(deletion, [0, 0.25, 0.5, 0.75, 1.0]), **close)
+    insertion = result["insertion_curve"]
+    assert insertion[0] == pytest.approx(p([]), **close) and insertion[-1] == pytest.approx(full, **close)
+
+
+def test_faithful_explanations_beat_reversed_ones_on_images(make_vit):
+    from kd_hf.metrics.faithfulness import faithfulness
+
+    model = make_vit(seed=3)
+    pixels = torch.randn(1, 1, 8, 8)
+    [explanation] = explain_images(model, pixels, method="integrated_gradients", n_steps=64)
+    cells = torch.arange(4).reshape(2, 2).repeat_interleave(4, 0).repeat_interleave(4, 1)  # 2x2 grid of 4x4 cells
+    args = (model, {"pixel_values": pixels}, cells)
+    ranked = faithfulness(*args, explanation.grid.ravel(), explanation.target, steps=4)
+    reversed_ = faithfulness(*args, -explanation.grid.ravel(), explanation.target, steps=4)
+    assert ranked["deletion_auc"] <= reversed_["deletion_auc"]
+    assert ranked["insertion_auc"] >= reversed_["insertion_auc"]
