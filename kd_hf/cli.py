@@ -8,6 +8,7 @@ torchrun --nproc_per_node 2 -m kd_hf.cli distill recipes/offline_text.yaml
 ```
 """
 
+import argparse
 import dataclasses
 import difflib
 import logging
@@ -23,6 +24,7 @@ from .config import DistillationConfig
 COMMANDS = {
     "train": "fine-tune the model of a recipe on its dataset, without a teacher",
     "distill": "distil the recipe's teacher into its student",
+    "explain": "compare a student's and its teacher's explanations on a dataset sample",
 }
 
 
@@ -50,12 +52,42 @@ def parse_recipe(argv: list[str]) -> DistillationConfig:
     return config
 
 
+def explain_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kd-hf explain", description="Teacher vs student explanations: HTML report, PNGs and JSON figures."
+    )
+    parser.add_argument("model", help="the student: a local folder or a Hub id")
+    parser.add_argument("--teacher", required=True, help="the teacher: a local folder or a Hub id")
+    parser.add_argument("--dataset", required=True, help="e.g. offline:rotten_tomatoes, or a Hub dataset id")
+    parser.add_argument("--dataset_config_name", default=None)
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--text_columns", nargs="+", default=["text"])
+    parser.add_argument("--image_column", default=None, help="set for image datasets")
+    parser.add_argument("--label_column", default="label")
+    parser.add_argument("-n", "--num_examples", type=int, default=50)
+    parser.add_argument("--method", default="integrated_gradients", help="integrated_gradients, saliency, ...")
+    parser.add_argument("--n_steps", type=int, default=32, help="integration steps of integrated gradients")
+    parser.add_argument("--output_dir", default="explanation_report")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        usage = "\n".join(f"  kd-hf {name:8} RECIPE [--field value ...]   {text}" for name, text in COMMANDS.items())
-        raise SystemExit(f"usage:\n{usage}")
+        usage = "\n".join(f"  kd-hf {name:8} {text}" for name, text in COMMANDS.items())
+        raise SystemExit(f"usage:\n{usage}\n(train and distill take RECIPE [--field value ...]; explain takes --help)")
     command, argv = argv[0], argv[1:]
+    if command == "explain":
+        from . import run
+
+        options = vars(explain_parser().parse_args(argv))
+        report = run.explain(
+            options.pop("model"), options.pop("teacher"), options.pop("output_dir"), options.pop("dataset"),
+            options.pop("split"), options.pop("num_examples"), options.pop("method"), options.pop("n_steps"),
+            **options,
+        )  # fmt: skip
+        print(f"Wrote {report}")
+        return
     if argv and argv[0] in ("-h", "--help"):
         HfArgumentParser(DistillationConfig).print_help()
         return

@@ -3,6 +3,8 @@
 import logging
 import os
 
+import numpy as np
+import torch
 from transformers import PreTrainedModel, Trainer, default_data_collator
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -106,3 +108,44 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
         data_collator=collator,
     )
     return _fit(trainer, args)
+
+
+def explain(
+    model: str,
+    teacher: str,
+    output_dir: str,
+    dataset_name: str,
+    split: str = "validation",
+    num_examples: int = 50,
+    method: str = "integrated_gradients",
+    n_steps: int = 32,
+    **data_fields,
+) -> str:
+    """Compare the explanations of `model` and `teacher` on `num_examples` of a dataset; write the report."""
+    from .explain.compare import compare_explanations
+    from .explain.report import write_report
+
+    config = DistillationConfig(
+        output_dir=output_dir, model_name_or_path=model, dataset_name=dataset_name, eval_split=split,
+        max_eval_samples=num_examples, report_to=[], **data_fields,
+    )  # fmt: skip
+    _, evaluation = load_raw_datasets(config)
+    image = config.is_image_task
+    student_model, teacher_model = load_model(model, image), load_model(teacher, image)
+    for loaded in (student_model, teacher_model):
+        if getattr(loaded.config, "num_attention_heads", None):
+            loaded.set_attn_implementation("eager")  # attention rollout reads attention weights
+    student_processor = load_processor(model, image)
+    if image:
+        pixels = prepare_datasets(
+            config, student_processor, num_channels=_num_channels(student_model), raw_datasets=(evaluation, evaluation)
+        )[1]["pixel_values"]
+        pixels = torch.as_tensor(np.stack(pixels))
+        overlays = [p.mean(0).numpy() for p in pixels]
+        comparison = compare_explanations(teacher_model, student_model, pixels, method=method, n_steps=n_steps)
+        return write_report(comparison, output_dir, list(range(len(pixels))), overlays)
+    texts = evaluation[config.text_columns[0]]
+    comparison = compare_explanations(
+        teacher_model, student_model, texts, student_processor, load_processor(teacher), method, n_steps
+    )
+    return write_report(comparison, output_dir, texts)

@@ -154,3 +154,42 @@ def test_faithful_explanations_beat_reversed_ones_on_images(make_vit):
     reversed_ = faithfulness(*args, -explanation.grid.ravel(), explanation.target, steps=4)
     assert ranked["deletion_auc"] <= reversed_["deletion_auc"]
     assert ranked["insertion_auc"] >= reversed_["insertion_auc"]
+
+
+@pytest.mark.slow
+def test_explain_command_writes_a_text_report(tmp_path, make_bert, minilm_tokenizer):
+    import json
+
+    from kd_hf.cli import main
+
+    for name, seed, layers in (("teacher", 1, 2), ("student", 2, 1)):
+        make_bert(layers=layers, seed=seed).save_pretrained(tmp_path / name)
+        minilm_tokenizer.save_pretrained(tmp_path / name)
+    out = tmp_path / "report"
+    main(["explain", str(tmp_path / "student"), "--teacher", str(tmp_path / "teacher"),
+          "--dataset", "offline:rotten_tomatoes", "-n", "4", "--n_steps", "8", "--output_dir", str(out)])  # fmt: skip
+
+    report = json.loads((out / "explanation_report.json").read_text())
+    assert report["agreement"]["spearman"]["n"] == 4 and report["skipped"] == 0
+    assert -1 <= report["agreement"]["spearman"]["mean"] <= 1
+    assert set(report["faithfulness"]) == {"teacher", "student"}
+    page = (out / "explanation_report.html").read_text()
+    assert page.count("<span title=") > 8 and "random" in page
+    assert (out / "explanations" / "deletion_curves.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_explain_command_writes_image_overlays(tmp_path, make_vit):
+    import json
+
+    from kd_hf.cli import main
+
+    make_vit(layers=2, seed=1).save_pretrained(tmp_path / "teacher")
+    make_vit(layers=1, seed=2).save_pretrained(tmp_path / "student")
+    out = tmp_path / "report"
+    main(["explain", str(tmp_path / "student"), "--teacher", str(tmp_path / "teacher"), "--dataset",
+          "offline:digits", "--image_column", "image", "-n", "3", "--n_steps", "8", "--output_dir", str(out)])  # fmt: skip
+
+    report = json.loads((out / "explanation_report.json").read_text())
+    assert report["agreement"]["cosine"]["n"] == 3
+    assert len(list((out / "explanations").glob("*_student.png"))) == 3
