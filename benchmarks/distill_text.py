@@ -9,6 +9,10 @@ the held-out test split, which neither the teacher nor the students saw.
     python benchmarks/distill_text.py --teacher outputs/minilm-rotten-tomatoes \\
         --variants plain soft_label soft_label,attention soft_label,attention,hidden_state --seeds 42 43 44
 
+With `--explain_examples N`, each model's integrated-gradients word attributions on N test snippets are compared
+with the teacher's (Spearman, with the random-attribution baseline in brackets; the student of the last seed) and
+their faithfulness measured (deletion AUC, lower is better).
+
 Any other `--field value` overrides the recipe for every student (e.g. `--max_steps 800`, `--alpha 0.2`).
 """
 
@@ -28,6 +32,7 @@ from kd_hf.data import (
     load_raw_datasets,
     tokenize_for_pair,
 )
+from kd_hf.explain.compare import compare_explanations
 from kd_hf.metrics import classification_metrics
 from kd_hf.pairing import build_student, load_model, load_processor
 
@@ -94,6 +99,10 @@ def main():
     parser.add_argument("--variants", nargs="+", default=["plain", "soft_label"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--output_dir", default="outputs/benchmark-distill-text")
+    parser.add_argument(
+        "--explain_examples", type=int, default=0,
+        help="also compare integrated-gradients explanations with the teacher's on this many test snippets",
+    )  # fmt: skip
     cli, recipe_overrides = parser.parse_known_args()
 
     overrides = ["--teacher_model_name_or_path", cli.teacher, "--save_strategy", "no", "--eval_strategy", "no"]
@@ -123,7 +132,25 @@ def main():
             f"{latency_ms(model, test, collator, 32, 10):.1f}",
         ]
 
-    rows = [["teacher (MiniLM-L6, fine-tuned)", f"{teacher_accuracy:.3f}", "1.000", "–", *size_and_speed(teacher)]]
+    explain_texts = load_offline_dataset("rotten_tomatoes")["test"]["text"][: cli.explain_examples]
+
+    def explanation_columns(student) -> list[str]:
+        """Spearman of IG word attributions with the teacher's [random baseline], and deletion AUC (lower = more
+        faithful), of the teacher (when `student` is None) or a student."""
+        if not cli.explain_examples:
+            return []
+        student = student or teacher
+        for model in (student, teacher):
+            model.set_attn_implementation("eager")
+        comparison = compare_explanations(teacher, student, explain_texts, tokenizer, n_steps=16)
+        rho = comparison["agreement"]["spearman"]
+        deletion = comparison["faithfulness"]["student"]["deletion_auc"]["mean"]
+        return [f"{rho['mean']:.2f} [{rho['random']:.2f}]", f"{deletion:.3f}"]
+
+    rows = [
+        ["teacher (MiniLM-L6, fine-tuned)", f"{teacher_accuracy:.3f}", "1.000", "–", *size_and_speed(teacher)]
+        + explanation_columns(None)
+    ]
     plain_step = None
     for variant in cli.variants:
         losses = parse_variant(variant)
@@ -160,7 +187,7 @@ def main():
         ratio = f" ({step / plain_step:.2f}×)" if plain_step else ""
         rows.append([
             f"student, {name}", mean_and_spread(accuracies), mean_and_spread(agreements), f"{step:.3f}{ratio}",
-            *size_and_speed(student),
+            *size_and_speed(student), *explanation_columns(student),
         ])  # fmt: skip
 
     print(
@@ -169,6 +196,8 @@ def main():
     )
     header = ["model", "test accuracy", "agreement with teacher", "s/step (× plain)", "params (M)"]
     header += ["latency b=1 (ms)", "latency b=32 (ms)"]
+    if cli.explain_examples:
+        header += [f"IG Spearman vs teacher [random], {cli.explain_examples} texts", "deletion AUC"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
