@@ -133,6 +133,7 @@ def main():
         ]
 
     explain_texts = load_offline_dataset("rotten_tomatoes")["test"]["text"][: cli.explain_examples]
+    teacher_explained = {}  # explained once, compared with every student
 
     def explanation_columns(student) -> list[str]:
         """Spearman of IG word attributions with the teacher's [random baseline], and deletion AUC (lower = more
@@ -142,7 +143,10 @@ def main():
         student = student or teacher
         for model in (student, teacher):
             model.set_attn_implementation("eager")
-        comparison = compare_explanations(teacher, student, explain_texts, tokenizer, n_steps=16)
+        comparison = compare_explanations(
+            teacher, student, explain_texts, tokenizer, n_steps=16, teacher_explained=teacher_explained.get("side")
+        )
+        teacher_explained["side"] = comparison["teacher"]
         rho = comparison["agreement"]["spearman"]
         deletion = comparison["faithfulness"]["student"]["deletion_auc"]["mean"]
         return [f"{rho['mean']:.2f} [{rho['random']:.2f}]", f"{deletion:.3f}"]

@@ -37,6 +37,34 @@ def _grid_cells(height: int, width: int, grid_size: int) -> torch.Tensor:
     return rows[:, None] * grid_size + columns[None, :]
 
 
+def explain_model(
+    model,
+    examples,
+    tokenizer=None,
+    targets=None,
+    method="integrated_gradients",
+    n_steps=32,
+    grid_size=None,
+    faithfulness_steps=10,
+) -> dict:
+    """One model's explanations of `examples` (texts with `tokenizer`, or a pixel tensor) and their faithfulness.
+
+    Returns:
+        `dict` with `explanations` (one `Explanation` each) and `faithfulness` (one dict of figures each).
+    """
+    if tokenizer is not None:
+        explanations = explain_text(model, tokenizer, examples, method, targets, n_steps=n_steps)
+        rows = [_text_faithfulness(model, tokenizer, x, e, faithfulness_steps) for x, e in zip(examples, explanations)]
+    else:
+        explanations = explain_images(model, examples, method, targets, n_steps, grid_size=grid_size)
+        cells = _grid_cells(*examples.shape[-2:], explanations[0].grid.shape[0])
+        rows = [
+            faithfulness(model, {"pixel_values": x[None]}, cells, e.grid.ravel(), e.target, 0, faithfulness_steps)
+            for x, e in zip(examples, explanations)
+        ]
+    return {"explanations": explanations, "faithfulness": rows}
+
+
 def compare_explanations(
     teacher,
     student,
@@ -47,50 +75,43 @@ def compare_explanations(
     n_steps: int = 32,
     faithfulness_steps: int = 10,
     seed: int = 0,
+    teacher_explained: dict | None = None,
 ) -> dict:
     """Explain `examples` (texts, or a `[n, channels, h, w]` pixel tensor) with both models and compare.
 
     Both models explain the teacher's predicted class. Text explanations are compared word by word (examples whose
     two tokenizers split words differently are skipped and counted); image explanations cell by cell on the student's
-    patch grid. Faithfulness is measured for each model on its own explanation.
+    patch grid. Faithfulness is measured for each model on its own explanation. Pass `teacher_explained` (what
+    `explain_model` returned for the teacher, or `result["teacher"]` of an earlier call) to compare several students
+    with one teacher without explaining it again.
 
     Returns:
         `dict` with `agreement` (see `kd_hf.metrics.explanation.explanation_agreement`), `faithfulness` per model
-        (means with bootstrap 95% intervals, and the mean deletion curve), `skipped`, and the `explanations`.
+        (means with bootstrap 95% intervals, and the mean deletion curve), `skipped`, the `explanations`, and the
+        `teacher`'s side for reuse.
     """
     text = tokenizer is not None
+    grid_size = None if text else patch_grid_size(student)
+    options = dict(method=method, n_steps=n_steps, grid_size=grid_size, faithfulness_steps=faithfulness_steps)
+    if teacher_explained is None:
+        teacher_explained = explain_model(
+            teacher, examples, teacher_tokenizer or tokenizer if text else None, **options
+        )
+    targets = [e.target for e in teacher_explained["explanations"]]
+    student_explained = explain_model(student, examples, tokenizer, targets, **options)
+    pairs = list(zip(teacher_explained["explanations"], student_explained["explanations"]))
     if text:
-        teacher_tokenizer = teacher_tokenizer or tokenizer
-        teacher_explanations = explain_text(teacher, teacher_tokenizer, examples, method, n_steps=n_steps)
-        targets = [e.target for e in teacher_explanations]
-        student_explanations = explain_text(student, tokenizer, examples, method, targets, n_steps=n_steps)
-        pairs = [(t, s) for t, s in zip(teacher_explanations, student_explanations) if t.words == s.words]
-        teacher_scores, student_scores = [t.scores for t, _ in pairs], [s.scores for _, s in pairs]
-        faithful = {
-            "teacher": [_text_faithfulness(teacher, teacher_tokenizer, x, e, faithfulness_steps)
-                        for x, e in zip(examples, teacher_explanations)],
-            "student": [_text_faithfulness(student, tokenizer, x, e, faithfulness_steps)
-                        for x, e in zip(examples, student_explanations)],
-        }  # fmt: skip
-    else:
-        grid_size = patch_grid_size(student)
-        teacher_explanations = explain_images(teacher, examples, method, n_steps=n_steps, grid_size=grid_size)
-        targets = [e.target for e in teacher_explanations]
-        student_explanations = explain_images(student, examples, method, targets, n_steps, grid_size=grid_size)
-        pairs = list(zip(teacher_explanations, student_explanations))
-        teacher_scores, student_scores = [t.grid for t, _ in pairs], [s.grid for _, s in pairs]
-        cells = _grid_cells(*examples.shape[-2:], grid_size)
-        faithful = {
-            role: [faithfulness(model, {"pixel_values": x[None]}, cells, e.grid.ravel(), e.target, 0, faithfulness_steps)
-                   for x, e in zip(examples, explanations)]
-            for role, model, explanations in (("teacher", teacher, teacher_explanations),
-                                              ("student", student, student_explanations))
-        }  # fmt: skip
+        pairs = [(t, s) for t, s in pairs if t.words == s.words]
+    scores = [(t.scores, s.scores) if text else (t.grid, s.grid) for t, s in pairs]
     return {
         "method": method,
         "n_steps": n_steps,
-        "agreement": explanation_agreement(teacher_scores, student_scores, seed=seed),
-        "faithfulness": {role: _summary(rows, seed) for role, rows in faithful.items()},
+        "agreement": explanation_agreement([t for t, _ in scores], [s for _, s in scores], seed=seed),
+        "faithfulness": {
+            "teacher": _summary(teacher_explained["faithfulness"], seed),
+            "student": _summary(student_explained["faithfulness"], seed),
+        },
         "skipped": len(examples) - len(pairs),
-        "explanations": {"teacher": teacher_explanations, "student": student_explanations},
+        "explanations": {"teacher": teacher_explained["explanations"], "student": student_explained["explanations"]},
+        "teacher": teacher_explained,
     }

@@ -40,7 +40,8 @@ def write_report(comparison: dict, output_dir: str, examples, images: list[np.nd
             examples_html.append(f"<tr><td>{t.to_html()}</td><td>{s.to_html()}</td></tr>")
             continue
         for role, explanation in (("teacher", t), ("student", s)):
-            explanation.save_png(os.path.join(figures, f"{i:03d}_{role}.png"), image=images[i], title=role)
+            title = f"{role}: {explanation.label} ({explanation.probability:.2f})"
+            explanation.save_png(os.path.join(figures, f"{i:03d}_{role}.png"), image=images[i], title=title)
         examples_html.append(
             f'<tr><td><img src="explanations/{i:03d}_teacher.png"></td>'
             f'<td><img src="explanations/{i:03d}_student.png"></td></tr>'
@@ -60,7 +61,7 @@ intervals; "random" is the same figure for random attributions.</p>
     path = os.path.join(output_dir, "explanation_report.html")
     with open(path, "w") as file:
         file.write(page)
-    summary = {key: value for key, value in comparison.items() if key != "explanations"}
+    summary = {key: value for key, value in comparison.items() if key not in ("explanations", "teacher")}
     with open(os.path.join(output_dir, "explanation_report.json"), "w") as file:
         json.dump(summary, file, indent=2)
     _plot_deletion_curves(faithful, os.path.join(figures, "deletion_curves.png"))
