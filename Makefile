@@ -35,7 +35,7 @@ style: setup
 	$(BIN)/ruff format kd_hf tests benchmarks
 
 benchmark: setup $(TEACHER)/model.safetensors
-	$(BIN)/python benchmarks/distill_text.py --teacher $(TEACHER)
+	$(BIN)/python benchmarks/distill_text.py --teacher $(TEACHER) --seeds 42 43 44
 
 clean:
 	rm -rf outputs

@@ -103,6 +103,11 @@ class DistillationTrainer(Trainer):
     of the student's checkpoints. Inputs whose names start with `teacher_` (see `kd_hf.data.tokenize_for_pair`) go to
     the teacher only, so the two models may use different tokenizers; otherwise both see the same inputs.
 
+    Models are switched to eager attention when a loss needs attention weights or a double backward (the log says
+    so), and a pair that cannot support a loss (no attention, different tokenizers or patch grids) is refused here,
+    before any step. With `args.teacher_cache` the teacher's logits (and attributions) are computed once and stored
+    with the datasets (`kd_hf.teacher_cache`).
+
     Each logged step reports every loss part (`ce_loss`, `soft_label_loss`, ...), and each evaluation adds the
     student's accuracy, macro-F1 and top-1 agreement with the teacher.
 
@@ -140,11 +145,12 @@ class DistillationTrainer(Trainer):
         # Fail before training when the label spaces disagree or the pair cannot support a loss.
         self.teacher_label_order = align_labels(teacher_model.config, model.config, args.label_mapping)
         self.losses = build_losses(args, model.config, teacher_model.config)
-        required = frozenset().union(*(loss_requirements(name, loss) for name, loss in self.losses.items()))
+        self.loss_needs = {name: loss_requirements(name, loss) for name, loss in self.losses.items()}
+        required = frozenset().union(*self.loss_needs.values())
         if required and _has_teacher_inputs(kwargs.get("train_dataset")):
             raise ValueError(
                 "The teacher and the student tokenize differently, so their token positions do not line up and the "
-                f"{sorted(n for n in self.losses if loss_requirements(n, self.losses[n]))} loss(es) have nothing to "
+                f"{sorted(name for name, needs in self.loss_needs.items() if needs)} loss(es) have nothing to "
                 "compare; give both the same tokenizer, or keep `soft_label`, which works across tokenizers."
             )
         if "attentions" in required:
@@ -156,7 +162,6 @@ class DistillationTrainer(Trainer):
             _use_eager_attention(model, "student", reason)
         self.recorders = (QKVRecorder(model), QKVRecorder(teacher_model)) if "qkv" in required else None
         self.required_outputs = required - {"qkv"}
-        self.loss_needs = {name: loss_requirements(name, loss) for name, loss in self.losses.items()}
 
         super().__init__(model=model, args=args, compute_metrics=compute_metrics or classification_metrics, **kwargs)
 
