@@ -15,7 +15,7 @@ import torch
 from datasets.fingerprint import Hasher
 from torch import nn
 
-from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX
+from .data import TEACHER_CACHE_COLUMNS, model_inputs
 from .explain.gradients import gradient_attribution
 
 
@@ -65,8 +65,7 @@ def cache_teacher_outputs(
     def compute(batch: dict[str, list]) -> dict[str, list]:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         collated = collator(rows)
-        inputs = {k[len(TEACHER_PREFIX) :]: v for k, v in collated.items() if k.startswith(TEACHER_PREFIX)}
-        inputs = inputs or {k: v for k, v in collated.items() if k != "labels"}
+        inputs = model_inputs(collated, teacher=True) or model_inputs(collated)
         inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device) for k, v in inputs.items()}
         if not attributions:
             with torch.no_grad():

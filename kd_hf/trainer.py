@@ -17,7 +17,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from .config import DistillationConfig
-from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX
+from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, model_inputs
 from .explain.gradients import gradient_attribution
 from .losses import build_losses, loss_requirements
 from .losses.attention import qkv_module_names
@@ -147,12 +147,7 @@ class DistillationTrainer(Trainer):
         self.losses = build_losses(args, model.config, teacher_model.config)
         self.loss_needs = {name: loss_requirements(name, loss) for name, loss in self.losses.items()}
         required = frozenset().union(*self.loss_needs.values())
-        if required and _has_teacher_inputs(kwargs.get("train_dataset")):
-            raise ValueError(
-                "The teacher and the student tokenize differently, so their token positions do not line up and the "
-                f"{sorted(name for name, needs in self.loss_needs.items() if needs)} loss(es) have nothing to "
-                "compare; give both the same tokenizer, or keep `soft_label`, which works across tokenizers."
-            )
+        self._check_tokenizations(kwargs.get("train_dataset"))
         if "attentions" in required:
             reason = "the attention loss needs attention weights, which other kernels do not return"
             _use_eager_attention(model, "student", reason)
@@ -197,6 +192,24 @@ class DistillationTrainer(Trainer):
                 self.train_dataset = cache_teacher_outputs(self.train_dataset, teacher, self.data_collator, **options)
             if isinstance(self.eval_dataset, datasets.Dataset):
                 self.eval_dataset = cache_teacher_outputs(self.eval_dataset, teacher, self.data_collator, **options)
+
+    def _check_tokenizations(self, dataset) -> None:
+        """Token-by-token losses need one tokenization; attributions across two are compared word by word."""
+        columns = getattr(dataset, "column_names", None) or []
+        if not any(name.startswith(TEACHER_PREFIX) and name not in TEACHER_CACHE_COLUMNS for name in columns):
+            return
+        positional = sorted(name for name, needs in self.loss_needs.items() if needs - {"attributions"})
+        if positional:
+            raise ValueError(
+                "The teacher and the student tokenize differently, so their token positions do not line up and the "
+                f"{positional} loss(es) have nothing to compare; give both the same tokenizer, or keep `soft_label` "
+                "and `attribution` (matched word by word)."
+            )
+        if any("attributions" in needs for needs in self.loss_needs.values()) and "word_index" not in columns:
+            raise ValueError(
+                "The `attribution` loss across two tokenizers matches attributions word by word: tokenize with "
+                "`kd_hf.data.tokenize_for_pair(..., teacher_tokenizer=...)`, which adds the `word_index` columns."
+            )
 
     def _prepare_trainable_losses(self) -> None:
         """Put losses with parameters on the device, DDP-wrapped like the student so their gradients are averaged."""
@@ -248,7 +261,7 @@ class DistillationTrainer(Trainer):
         teacher_forward = self.accelerator.unwrap_model(self.teacher).forward
         teacher_columns = [TEACHER_PREFIX + name for name in inspect.signature(teacher_forward).parameters]
         self._signature_columns = list(
-            dict.fromkeys(self._signature_columns + teacher_columns + list(TEACHER_CACHE_COLUMNS))
+            dict.fromkeys(self._signature_columns + teacher_columns + [*TEACHER_CACHE_COLUMNS, *WORD_INDEX_COLUMNS])
         )
 
     def _forward_kwargs(self) -> dict:
@@ -272,13 +285,7 @@ class DistillationTrainer(Trainer):
         return outputs
 
     def _run_teacher(self, inputs: dict, attribute: bool):
-        teacher_inputs = {
-            k[len(TEACHER_PREFIX) :]: v
-            for k, v in inputs.items()
-            if k.startswith(TEACHER_PREFIX) and k not in TEACHER_CACHE_COLUMNS
-        }
-        if not teacher_inputs:
-            teacher_inputs = {k: v for k, v in inputs.items() if k != "labels" and not k.startswith(TEACHER_PREFIX)}
+        teacher_inputs = model_inputs(inputs, teacher=True) or model_inputs(inputs)
         # Pixels come in the student's precision; a teacher loaded in bf16 needs them in its own.
         dtype = self.accelerator.unwrap_model(self.teacher).dtype
         teacher_inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in teacher_inputs.items()}
@@ -305,7 +312,7 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """`alpha * CE + (1 - alpha) * sum_i w_i * loss_i`, each part logged; normalised over the accumulated batch."""
         args = self.args
-        student_inputs = {k: v for k, v in inputs.items() if not k.startswith(TEACHER_PREFIX) and k != "labels"}
+        student_inputs = model_inputs(inputs)
         labels = inputs.get("labels")
         attribute = self._attribute_now(model)
         teacher_outputs = self.teacher_outputs(inputs, attribute)
@@ -366,10 +373,6 @@ class DistillationTrainer(Trainer):
             logs = {**logs, **{key: sum(v) / len(v) for key, v in self._metrics["train"].items()}}
             self._metrics["train"].clear()
         super().log(logs, start_time)
-
-
-def _has_teacher_inputs(dataset) -> bool:
-    return any(name.startswith(TEACHER_PREFIX) for name in (getattr(dataset, "column_names", None) or []))
 
 
 def _detach(value):

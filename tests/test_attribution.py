@@ -127,3 +127,57 @@ def test_cnn_teacher_and_vit_student_match_in_pixel_space(make_vit, distill_args
     loss.backward()
     assert torch.isfinite(loss) and trainer._metrics["train"]["attribution_loss"][-1] > 0
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_tokens_are_summed_into_words():
+    from kd_hf.losses.attribution import to_words
+
+    scores = torch.tensor([[9.0, 1.0, 2.0, 3.0, 9.0]])
+    index = torch.tensor([[-1, 0, 0, 2, -1]])  # [CLS] un ##watch able... word 1 lost to truncation
+    words, present = to_words(scores, index, 3)
+    assert words.tolist() == [[3.0, 0.0, 3.0]] and present.tolist() == [[True, False, True]]
+
+
+def test_word_indices_line_up_across_tokenizers(minilm_tokenizer, word_tokenizer):
+    import datasets
+
+    from kd_hf.data import tokenize_for_pair
+
+    rows = datasets.Dataset.from_dict({"text": ["a superb film, smart cast"], "label": [1]})
+    encoded = tokenize_for_pair(rows, word_tokenizer, teacher_tokenizer=minilm_tokenizer)[0]
+
+    def words(ids, index, tokenizer):
+        merged = {}
+        for token, word in zip(tokenizer.convert_ids_to_tokens(ids), index):
+            if word >= 0:
+                merged.setdefault(word, []).append(token)
+        return merged
+
+    student = words(encoded["input_ids"], encoded["word_index"], word_tokenizer)
+    teacher = words(encoded["teacher_input_ids"], encoded["teacher_word_index"], minilm_tokenizer)
+    assert student == {0: ["a"], 1: ["superb"], 2: ["film", ","], 3: ["smart"], 4: ["cast"]}
+    assert set(teacher) == set(student) and teacher[2] == ["film", ","]
+
+
+def test_attribution_loss_across_tokenizers_matches_words(make_bert, distill_args, minilm_tokenizer, word_tokenizer):
+    import datasets
+
+    from kd_hf.data import DistillationDataCollator, tokenize_for_pair
+    from tests.conftest import sentiment_rows
+
+    train = tokenize_for_pair(
+        datasets.Dataset.from_dict(sentiment_rows(16)), word_tokenizer, teacher_tokenizer=minilm_tokenizer
+    )
+    student = make_bert(seed=2, vocab_size=len(word_tokenizer))
+    args = distill_args(loss_type=["soft_label", "attribution"], max_steps=2)
+    trainer = _trainer(
+        student, make_bert(seed=1), args, train_dataset=train,
+        data_collator=DistillationDataCollator(word_tokenizer, teacher_tokenizer=minilm_tokenizer),
+    )  # fmt: skip
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert all(0 < log["attribution_loss"] <= 2 for log in logs)
+
+    args = distill_args(loss_type=["soft_label", "attribution"])
+    with pytest.raises(ValueError, match="word by word.*tokenize_for_pair"):
+        _trainer(student, make_bert(seed=1), args, train_dataset=train.remove_columns(["word_index"]))

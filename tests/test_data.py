@@ -109,7 +109,9 @@ def test_tokenize_for_pair_with_another_vocabulary_adds_the_teachers_own_encodin
 ):
     tokenized = tokenize_for_pair(reviews_csv, minilm_tokenizer, word_tokenizer, max_length=16)
     teacher_columns = {c for c in tokenized.column_names if c.startswith(TEACHER_PREFIX)}
-    assert teacher_columns == {"teacher_input_ids", "teacher_attention_mask"}
+    # Word indices come with two tokenizers, so that attributions can be matched word by word.
+    assert teacher_columns == {"teacher_input_ids", "teacher_attention_mask", "teacher_word_index"}
+    assert "word_index" in tokenized.column_names
     assert tokenized[1]["teacher_input_ids"] == word_tokenizer(REVIEWS[1])["input_ids"]
     assert tokenized[1]["input_ids"] == minilm_tokenizer(REVIEWS[1])["input_ids"]
 

@@ -6,7 +6,15 @@ The usual entry point is [`prepare_datasets`]; the pieces it chains are public f
 
 from .loading import encode_labels, label_names, load_raw_datasets, prepare_datasets
 from .offline import OFFLINE_PREFIX, load_offline_dataset, offline_model_path
-from .text import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, DistillationDataCollator, tokenize_for_pair, tokenizers_match
+from .text import (
+    TEACHER_CACHE_COLUMNS,
+    TEACHER_PREFIX,
+    WORD_INDEX_COLUMNS,
+    DistillationDataCollator,
+    model_inputs,
+    tokenize_for_pair,
+    tokenizers_match,
+)
 from .vision import default_image_processor, preprocess_images
 
 
@@ -14,12 +22,15 @@ __all__ = [
     "OFFLINE_PREFIX",
     "TEACHER_CACHE_COLUMNS",
     "TEACHER_PREFIX",
+    "WORD_INDEX_COLUMNS",
     "DistillationDataCollator",
     "default_image_processor",
     "encode_labels",
     "label_names",
     "load_offline_dataset",
     "load_raw_datasets",
+    "model_inputs",
+    "model_inputs",
     "offline_model_path",
     "prepare_datasets",
     "preprocess_images",

@@ -7,7 +7,9 @@ keys, and [`DistillationDataCollator`] pads each side with its own tokenizer. `k
 `teacher_*` inputs to the teacher and everything else to the student.
 """
 
+import bisect
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,19 @@ from transformers import PreTrainedTokenizerBase
 TEACHER_PREFIX = "teacher_"
 # Teacher *outputs* cached with a dataset (`kd_hf.explain.cache`); not inputs, though they share the prefix.
 TEACHER_CACHE_COLUMNS = ("teacher_logits", "teacher_attributions")
+# For each token, the whitespace-separated word of the text it starts in (-1 for special tokens): how attributions of
+# two tokenizers are compared word by word. Made only when the two tokenizers differ.
+WORD_INDEX_COLUMNS = ("word_index", TEACHER_PREFIX + "word_index")
+
+
+def model_inputs(batch: dict, teacher: bool = False) -> dict:
+    """The student's forward inputs in a batch, or (`teacher=True`) the teacher's own `teacher_` ones, unprefixed."""
+    skip = {"labels", *TEACHER_CACHE_COLUMNS, *WORD_INDEX_COLUMNS}
+    if teacher:
+        return {
+            k[len(TEACHER_PREFIX) :]: v for k, v in batch.items() if k.startswith(TEACHER_PREFIX) and k not in skip
+        }
+    return {k: v for k, v in batch.items() if k not in skip and not k.startswith(TEACHER_PREFIX)}
 
 
 def _backend_spec(tokenizer: PreTrainedTokenizerBase) -> dict | None:
@@ -57,9 +72,34 @@ def tokenizers_match(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> 
     return type(a).__name__ == type(b).__name__ and a.get_vocab() == b.get_vocab()
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, texts: list[list[str]], max_length: int) -> dict[str, list]:
+def _encode(
+    tokenizer: PreTrainedTokenizerBase, texts: list[list[str]], max_length: int, word_index: bool = False
+) -> dict[str, list]:
     # No padding here: the collator pads each batch to its longest example, which is far shorter than max_length.
-    return dict(tokenizer(*texts, truncation=True, max_length=max_length))
+    encoded = tokenizer(*texts, truncation=True, max_length=max_length, return_offsets_mapping=word_index)
+    if not word_index:
+        return dict(encoded)
+    rows = [[column[row] for column in texts] for row in range(len(texts[0]))]
+    index = [
+        _word_index(row_texts, encoded["offset_mapping"][row], encoded.sequence_ids(row))
+        for row, row_texts in enumerate(rows)
+    ]
+    encoded = {k: v for k, v in encoded.items() if k != "offset_mapping"}
+    encoded["word_index"] = index
+    return encoded
+
+
+def _word_index(texts: list[str], offsets: list[tuple[int, int]], sequence_ids: list[int | None]) -> list[int]:
+    """Whitespace word (counted across a sentence pair) that each token starts in; -1 for special tokens."""
+    starts = [[match.start() for match in re.finditer(r"\S+", text)] for text in texts]
+    first_word = [0, len(starts[0])]
+    index = []
+    for (start, end), sequence in zip(offsets, sequence_ids):
+        if sequence is None or start == end:
+            index.append(-1)
+        else:
+            index.append(first_word[sequence] + max(0, bisect.bisect_right(starts[sequence], start) - 1))
+    return index
 
 
 def tokenize_for_pair(
@@ -121,9 +161,10 @@ def tokenize_for_pair(
         for column, values in zip(text_columns, texts, strict=True):
             if any(value is None for value in values):
                 raise ValueError(f"text column {column!r} has empty rows; drop them (e.g. `dataset.filter`) first.")
-        encoded = _encode(tokenizer, texts, max_length)
+        # Different tokenizers also record word indices, so attributions can be matched word by word.
+        encoded = _encode(tokenizer, texts, max_length, word_index=teacher_tokenizer is not None)
         if teacher_tokenizer is not None:
-            teacher = _encode(teacher_tokenizer, texts, max_length)
+            teacher = _encode(teacher_tokenizer, texts, max_length, word_index=True)
             encoded.update({TEACHER_PREFIX + key: value for key, value in teacher.items()})
         return encoded
 
@@ -162,8 +203,9 @@ class DistillationDataCollator:
         )
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        cached = {name: [f[name] for f in features] for name in TEACHER_CACHE_COLUMNS if name in features[0]}
-        features = [{k: v for k, v in f.items() if k not in TEACHER_CACHE_COLUMNS} for f in features]
+        extra = TEACHER_CACHE_COLUMNS + WORD_INDEX_COLUMNS
+        cached = {name: [f[name] for f in features] for name in extra if name in features[0]}
+        features = [{k: v for k, v in f.items() if k not in extra} for f in features]
         student, teacher, labels = [], [], []
         for feature in features:
             student.append({k: v for k, v in feature.items() if not k.startswith(TEACHER_PREFIX) and k != "labels"})
@@ -183,19 +225,28 @@ class DistillationDataCollator:
             batch["labels"] = torch.as_tensor([int(label) for label in labels], dtype=torch.long)
         if "teacher_logits" in cached:
             batch["teacher_logits"] = torch.as_tensor(cached["teacher_logits"], dtype=torch.float32)
-        if "teacher_attributions" in cached:
-            batch["teacher_attributions"] = self._pad_scores(
-                cached["teacher_attributions"], batch["input_ids"].shape[1]
-            )
+        # Per-token values line up with the padded ids of the side they belong to.
+        for name, value, dtype in (
+            ("teacher_attributions", 0, torch.float32),
+            ("word_index", -1, torch.long),
+            (TEACHER_PREFIX + "word_index", -1, torch.long),
+        ):
+            if name not in cached:
+                continue
+            teacher_side = name != "word_index" and TEACHER_PREFIX + "input_ids" in batch
+            tokenizer = self.teacher_tokenizer if teacher_side else self.tokenizer
+            length = batch[TEACHER_PREFIX + "input_ids" if teacher_side else "input_ids"].shape[1]
+            batch[name] = _pad_rows(cached[name], length, tokenizer.padding_side, value, dtype)
         return batch
 
-    def _pad_scores(self, rows: list[list[float]], length: int) -> torch.Tensor:
-        """Per-token scores padded with 0 on the tokenizer's padding side, to line up with the padded `input_ids`."""
-        padded = torch.zeros(len(rows), length)
-        for i, row in enumerate(rows):
-            row = torch.as_tensor(row, dtype=torch.float32)
-            if self.tokenizer.padding_side == "left":
-                padded[i, length - len(row) :] = row
-            else:
-                padded[i, : len(row)] = row
-        return padded
+
+def _pad_rows(rows: list[list], length: int, side: str, value, dtype) -> torch.Tensor:
+    """Ragged per-token rows padded with `value` on `side`, as the tokenizer padded the ids."""
+    padded = torch.full((len(rows), length), value, dtype=dtype)
+    for i, row in enumerate(rows):
+        row = torch.as_tensor(row, dtype=dtype)
+        if side == "left":
+            padded[i, length - len(row) :] = row
+        else:
+            padded[i, : len(row)] = row
+    return padded

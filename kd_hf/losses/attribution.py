@@ -37,9 +37,25 @@ def attribution_distance(
     raise ValueError(f"Unknown attribution loss {kind!r}; use one of {list(ATTRIBUTION_LOSSES)}.")
 
 
+def to_words(scores: torch.Tensor, word_index: torch.Tensor, num_words: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token scores `[batch, tokens]` summed into `num_words` words by `word_index` (-1 = no word), and which words
+    got any token."""
+    real = word_index >= 0
+    index = word_index.clamp_min(0)
+    words = scores.new_zeros(scores.shape[0], num_words).scatter_add(1, index, scores * real)
+    present = scores.new_zeros(scores.shape[0], num_words).scatter_add(1, index, real.to(scores.dtype)) > 0
+    return words, present
+
+
 @register_loss("attribution", requires=("attributions",))
 def attribution_loss(student_outputs, teacher_outputs, inputs, args) -> torch.Tensor:
-    """Distance between the student's and the teacher's attributions of the teacher's top-1 class."""
-    return attribution_distance(
-        student_outputs.attributions, teacher_outputs.attributions, inputs.get("attention_mask"), args.attribution_loss
-    )
+    """Distance between the student's and the teacher's attributions of the teacher's top-1 class: token by token
+    with one tokenizer, word by word (`word_index`, see `kd_hf.data.tokenize_for_pair`) with two."""
+    student, teacher = student_outputs.attributions, teacher_outputs.attributions
+    if "teacher_word_index" not in inputs:
+        return attribution_distance(student, teacher, inputs.get("attention_mask"), args.attribution_loss)
+    student_index, teacher_index = inputs["word_index"], inputs["teacher_word_index"]
+    num_words = int(max(student_index.max(), teacher_index.max())) + 1
+    student_words, student_present = to_words(student.float(), student_index, num_words)
+    teacher_words, teacher_present = to_words(teacher.float(), teacher_index, num_words)
+    return attribution_distance(student_words, teacher_words, student_present & teacher_present, args.attribution_loss)
