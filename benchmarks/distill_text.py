@@ -101,8 +101,9 @@ def main():
     parser.add_argument("--output_dir", default="outputs/benchmark-distill-text")
     parser.add_argument(
         "--explain_examples", type=int, default=0,
-        help="also compare integrated-gradients explanations with the teacher's on this many test snippets",
+        help="also compare explanations with the teacher's on this many test snippets",
     )  # fmt: skip
+    parser.add_argument("--explain_method", default="integrated_gradients", help="see kd_hf.explain.TEXT_METHODS")
     cli, recipe_overrides = parser.parse_known_args()
 
     overrides = ["--teacher_model_name_or_path", cli.teacher, "--save_strategy", "no", "--eval_strategy", "no"]
@@ -144,8 +145,9 @@ def main():
         for model in (student, teacher):
             model.set_attn_implementation("eager")
         comparison = compare_explanations(
-            teacher, student, explain_texts, tokenizer, n_steps=16, teacher_explained=teacher_explained.get("side")
-        )
+            teacher, student, explain_texts, tokenizer, method=cli.explain_method, n_steps=16,
+            teacher_explained=teacher_explained.get("side"),
+        )  # fmt: skip
         teacher_explained["side"] = comparison["teacher"]
         rho = comparison["agreement"]["spearman"]
         deletion = comparison["faithfulness"]["student"]["deletion_auc"]["mean"]
@@ -201,7 +203,7 @@ def main():
     header = ["model", "test accuracy", "agreement with teacher", "s/step (× plain)", "params (M)"]
     header += ["latency b=1 (ms)", "latency b=32 (ms)"]
     if cli.explain_examples:
-        header += [f"IG Spearman vs teacher [random], {cli.explain_examples} texts", "deletion AUC"]
+        header += [f"{cli.explain_method} Spearman vs teacher [random], {cli.explain_examples} texts", "deletion AUC"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
