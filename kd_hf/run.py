@@ -30,6 +30,14 @@ def _num_channels(model: PreTrainedModel) -> int:
     return getattr(model.config, "num_channels", 3)
 
 
+def _collator(args: DistillationConfig, processor, dataset, teacher_processor=None):
+    """Images stack as they are; text is padded per side, the teacher's own inputs (if any) with its tokenizer."""
+    if args.is_image_task:
+        return default_data_collator
+    has_teacher_inputs = any(name.startswith(TEACHER_PREFIX + "input") for name in dataset.column_names)
+    return DistillationDataCollator(processor, teacher_processor if has_teacher_inputs else None)
+
+
 def _fit(trainer: Trainer, args: DistillationConfig) -> Trainer:
     """Train (resuming from the output folder's last checkpoint if any), save the model, evaluate."""
     checkpoint = args.resume_from_checkpoint
@@ -53,14 +61,13 @@ def train(args: DistillationConfig) -> Trainer:
     train_dataset, eval_dataset = prepare_datasets(
         args, processor, num_channels=_num_channels(model), raw_datasets=raw_datasets
     )
-    collator = default_data_collator if args.is_image_task else DistillationDataCollator(processor)
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,
-        data_collator=collator,
+        data_collator=_collator(args, processor, train_dataset),
         compute_metrics=classification_metrics,
     )
     return _fit(trainer, args)
@@ -93,11 +100,6 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
         teacher_num_channels=_num_channels(teacher),
         raw_datasets=raw_datasets,
     )
-    if image:
-        collator = default_data_collator
-    else:
-        has_teacher_inputs = any(name.startswith(TEACHER_PREFIX) for name in train_dataset.column_names)
-        collator = DistillationDataCollator(processor, teacher_processor if has_teacher_inputs else None)
     trainer = DistillationTrainer(
         model=student,
         teacher_model=teacher,
@@ -105,7 +107,7 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,
-        data_collator=collator,
+        data_collator=_collator(args, processor, train_dataset, teacher_processor),
     )
     return _fit(trainer, args)
 
