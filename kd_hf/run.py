@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 import torch
-from transformers import PreTrainedModel, Trainer, default_data_collator
+from transformers import PreTrainedModel, Trainer, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from .config import DistillationConfig
@@ -56,6 +56,7 @@ def _fit(trainer: Trainer, args: DistillationConfig) -> Trainer:
 def train(args: DistillationConfig) -> Trainer:
     """Fine-tune `model_name_or_path` (or a model built from `model_config`) with cross-entropy alone."""
     raw_datasets = load_raw_datasets(args)
+    set_seed(args.seed)  # a model built from a config starts from the recipe's seed
     model = build_student(args, None, label_names(raw_datasets[0], args.label_column))
     processor = _processor(args, model, args.model_name_or_path)
     train_dataset, eval_dataset = prepare_datasets(
@@ -86,6 +87,7 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
         args.trust_remote_code,
     )
     raw_datasets = load_raw_datasets(args)
+    set_seed(args.seed)  # a student built from a config starts from the recipe's seed
     student = build_student(args, teacher, label_names(raw_datasets[0], args.label_column))
     teacher_processor = load_processor(args.teacher_model_name_or_path, image, args.trust_remote_code)
     if args.model_init == "checkpoint" or (args.model_init == "config" and args.model_name_or_path):

@@ -78,3 +78,20 @@ def test_mismatched_teacher_labels_fail_before_training(tiny_text_project, tmp_p
 def test_unknown_command_prints_usage():
     with pytest.raises(SystemExit, match="kd-hf distill"):
         main(["distil"])
+
+
+def test_students_built_from_a_config_start_from_the_recipe_seed(tiny_text_project, tmp_path):
+    from safetensors.torch import load_file
+
+    from kd_hf import run
+    from kd_hf.cli import parse_recipe
+
+    def first_weights(seed, name):
+        recipe = tiny_text_project(f"{name}.yaml", model_init="config", max_steps=1, seed=seed,
+                                   output_dir=str(tmp_path / name), save_strategy="no")  # fmt: skip
+        torch.manual_seed(ord(name))  # a different global state for every run: the recipe's seed must decide
+        run.distill(parse_recipe([str(recipe)]))
+        return load_file(tmp_path / name / "model.safetensors")["classifier.weight"]
+
+    assert torch.equal(first_weights(1, "a"), first_weights(1, "b"))
+    assert not torch.equal(first_weights(1, "c"), first_weights(2, "d"))
