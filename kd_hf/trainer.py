@@ -270,7 +270,7 @@ class DistillationTrainer(Trainer):
     def teacher_outputs(self, inputs: dict, attribute: bool = False):
         """The teacher's outputs on `inputs` (its own `teacher_` inputs when present), logits in student label order.
 
-        Cached teacher logits and attributions (`kd_hf.explain.cache`) are used when the batch holds them; the
+        Cached teacher logits and attributions (`kd_hf.teacher_cache`) are used when the batch holds them; the
         teacher then runs only if a loss needs more (attentions, hidden states).
         """
         cached_all = "teacher_logits" in inputs and (not attribute or "teacher_attributions" in inputs)

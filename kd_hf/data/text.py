@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 
 TEACHER_PREFIX = "teacher_"
-# Teacher *outputs* cached with a dataset (`kd_hf.explain.cache`); not inputs, though they share the prefix.
+# Teacher *outputs* cached with a dataset (`kd_hf.teacher_cache`); not inputs, though they share the prefix.
 TEACHER_CACHE_COLUMNS = ("teacher_logits", "teacher_attributions")
 # For each token, the whitespace-separated word of the text it starts in (-1 for special tokens): how attributions of
 # two tokenizers are compared word by word. Made only when the two tokenizers differ.

@@ -9,7 +9,7 @@ Forms (`attribution_loss`):
 - `l1` / `l2`: the distance between the two attributions after each is L2-normalised per example (AD-KD, Wu et al.,
   2023, https://huggingface.co/papers/2305.10010).
 
-The teacher's side comes live, or from a cache computed once over the training set (`kd_hf.explain.cache`).
+The teacher's side comes live, or from a cache computed once over the training set (`kd_hf.teacher_cache`).
 """
 
 import torch
