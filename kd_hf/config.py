@@ -1,5 +1,6 @@
 """`DistillationConfig`: every knob of a kd_hf run, readable from a flat YAML recipe."""
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 
@@ -274,6 +275,12 @@ class DistillationConfig(TrainingArguments):
         for name in ("teacher_model_init_kwargs", "model_init_kwargs", "model_config", "data_files", "label_mapping"):
             setattr(self, name, _as_dict(getattr(self, name), name))
 
+        # Fields with `choices` (divergence, model_init, attention_heads, ...) hold one of them.
+        for own in dataclasses.fields(self):
+            allowed = own.metadata.get("choices") if own.name in _OWN_FIELDS else None
+            if allowed and getattr(self, own.name) not in allowed:
+                raise ValueError(f"`{own.name}` must be one of {allowed}, got {getattr(self, own.name)!r}.")
+
         unknown = [name for name in self.loss_type if name not in LOSS_REGISTRY]
         if unknown:
             raise ValueError(
@@ -293,29 +300,15 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"`alpha` (hard-label weight) must be in [0, 1], got {self.alpha}.")
         if not self.temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {self.temperature}; 1 leaves logits unchanged.")
-        if self.divergence not in DIVERGENCES:
-            raise ValueError(f"`divergence` must be one of {list(DIVERGENCES)}, got {self.divergence!r}.")
         if not 0.0 <= self.jsd_beta <= 1.0:
             raise ValueError(f"`jsd_beta` must be in [0, 1] (0 forward KL, 1 reverse KL), got {self.jsd_beta}.")
         self.layer_map = _layer_map(self.layer_map)
-        for name, allowed in (
-            ("attention_loss", ATTENTION_LOSSES),
-            ("attention_heads", ATTENTION_HEADS),
-            ("hidden_state_loss", HIDDEN_STATE_LOSSES),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
-        for name, allowed in (("attribution_loss", ATTRIBUTION_LOSSES), ("attribution_method", ATTRIBUTION_METHODS)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"`{name}` must be one of {list(allowed)}, got {getattr(self, name)!r}.")
         if self.attribution_every < 1:
             raise ValueError(f"`attribution_every` must be >= 1 (1 = every step), got {self.attribution_every}.")
         if self.attention_relation_heads < 0:
             raise ValueError(
                 f"`attention_relation_heads` must be >= 0 (0 = automatic), got {self.attention_relation_heads}."
             )
-        if self.model_init not in MODEL_INITS:
-            raise ValueError(f"`model_init` must be one of {list(MODEL_INITS)}, got {self.model_init!r}.")
         if self.model_init == "teacher_layers" and self.teacher_model_name_or_path is None:
             raise ValueError("`model_init='teacher_layers'` copies teacher layers: set `teacher_model_name_or_path`.")
         if self.model_init == "config" and self.model_name_or_path is None and self.teacher_model_name_or_path is None:
@@ -342,3 +335,9 @@ class DistillationConfig(TrainingArguments):
     @property
     def is_image_task(self) -> bool:
         return self.image_column is not None
+
+
+# What kd_hf adds to `TrainingArguments`.
+_OWN_FIELDS = frozenset(f.name for f in dataclasses.fields(DistillationConfig)) - frozenset(
+    f.name for f in dataclasses.fields(TrainingArguments)
+)

@@ -9,10 +9,17 @@ from transformers import PreTrainedModel, Trainer, default_data_collator, set_se
 from transformers.trainer_utils import get_last_checkpoint
 
 from .config import DistillationConfig
-from .data import TEACHER_PREFIX, DistillationDataCollator, label_names, load_raw_datasets, prepare_datasets
+from .data import (
+    TEACHER_PREFIX,
+    DistillationDataCollator,
+    label_names,
+    load_raw_datasets,
+    prepare_datasets,
+    preprocess_images,
+)
 from .metrics import classification_metrics
 from .pairing import build_student, load_model, load_processor
-from .trainer import DistillationTrainer
+from .trainer import DistillationTrainer, use_eager_attention
 
 
 logger = logging.getLogger(__name__)
@@ -136,15 +143,15 @@ def explain(
     _, evaluation = load_raw_datasets(config)
     image = config.is_image_task
     student_model, teacher_model = load_model(model, image), load_model(teacher, image)
-    for loaded in (student_model, teacher_model):
-        if getattr(loaded.config, "num_attention_heads", None):
-            loaded.set_attn_implementation("eager")  # attention rollout reads attention weights
+    for role, loaded in (("student", student_model), ("teacher", teacher_model)):
+        use_eager_attention(loaded, role, "attention rollout reads attention weights")
     student_processor = load_processor(model, image)
     if image:
-        pixels = prepare_datasets(
-            config, student_processor, num_channels=_num_channels(student_model), raw_datasets=(evaluation, evaluation)
-        )[1]["pixel_values"]
-        pixels = torch.as_tensor(np.stack(pixels))
+        processed = preprocess_images(
+            evaluation, student_processor, image_column=config.image_column, label_column=config.label_column,
+            num_channels=_num_channels(student_model),
+        )  # fmt: skip
+        pixels = torch.as_tensor(np.stack(processed["pixel_values"]))
         overlays = [p.mean(0).numpy() for p in pixels]
         comparison = compare_explanations(teacher_model, student_model, pixels, method=method, n_steps=n_steps)
         return write_report(comparison, output_dir, list(range(len(pixels))), overlays)

@@ -61,7 +61,7 @@ class QKVRecorder:
         return layers
 
 
-def _use_eager_attention(model: PreTrainedModel, role: str, reason: str) -> None:
+def use_eager_attention(model: PreTrainedModel, role: str, reason: str) -> None:
     """Eager attention returns attention weights and can be differentiated twice; SDPA kernels do neither."""
     has_attention = getattr(model.config, "num_attention_heads", None) is not None
     if has_attention and model.config._attn_implementation != "eager":
@@ -150,11 +150,11 @@ class DistillationTrainer(Trainer):
         self._check_tokenizations(kwargs.get("train_dataset"))
         if "attentions" in required:
             reason = "the attention loss needs attention weights, which other kernels do not return"
-            _use_eager_attention(model, "student", reason)
-            _use_eager_attention(teacher_model, "teacher", reason)
+            use_eager_attention(model, "student", reason)
+            use_eager_attention(teacher_model, "teacher", reason)
         if "attributions" in required:
             reason = "the attribution loss differentiates the student twice, which SDPA kernels cannot"
-            _use_eager_attention(model, "student", reason)
+            use_eager_attention(model, "student", reason)
         self.recorders = (QKVRecorder(model), QKVRecorder(teacher_model)) if "qkv" in required else None
         self.required_outputs = required - {"qkv"}
 
