@@ -3,6 +3,8 @@
 ```bash
 kd-hf train recipes/offline_text_teacher.yaml          # fine-tune a teacher, no distillation
 kd-hf distill recipes/offline_text.yaml --max_steps 50  # any recipe field can be overridden
+kd-hf eval outputs/student --dataset offline:rotten_tomatoes  # the teacher comes from the student's card
+kd-hf push outputs/student --repo-id me/student --space-id me/student-demo
 accelerate launch -m kd_hf.cli distill recipes/offline_text.yaml
 torchrun --nproc_per_node 2 -m kd_hf.cli distill recipes/offline_text.yaml
 ```
@@ -25,6 +27,8 @@ COMMANDS = {
     "train": "fine-tune the model of a recipe on its dataset, without a teacher",
     "distill": "distil the recipe's teacher into its student",
     "explain": "compare a student's and its teacher's explanations on a dataset sample",
+    "eval": "report a student vs its teacher: accuracy, agreement, explanations, size, speed",
+    "push": "upload a student folder with its card to the Hub, and its Gradio Space",
 }
 
 
@@ -52,41 +56,117 @@ def parse_recipe(argv: list[str]) -> DistillationConfig:
     return config
 
 
-def explain_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kd-hf explain", description="Teacher vs student explanations: HTML report, PNGs and JSON figures."
-    )
-    parser.add_argument("model", help="the student: a local folder or a Hub id")
-    parser.add_argument("--teacher", required=True, help="the teacher: a local folder or a Hub id")
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="e.g. offline:rotten_tomatoes, or a Hub dataset id")
     parser.add_argument("--dataset_config_name", default=None)
     parser.add_argument("--split", default="validation")
     parser.add_argument("--text_columns", nargs="+", default=["text"])
     parser.add_argument("--image_column", default=None, help="set for image datasets")
     parser.add_argument("--label_column", default="label")
-    parser.add_argument("-n", "--num_examples", type=int, default=50)
     parser.add_argument("--method", default="integrated_gradients", help="integrated_gradients, saliency, ...")
     parser.add_argument("--n_steps", type=int, default=32, help="integration steps of integrated gradients")
+
+
+def explain_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kd-hf explain", description="Teacher vs student explanations: HTML report, PNGs and JSON figures."
+    )
+    parser.add_argument("model", help="the student: a local folder or a Hub id")
+    parser.add_argument("--teacher", required=True, help="the teacher: a local folder or a Hub id")
+    _add_data_arguments(parser)
+    parser.add_argument("-n", "--num_examples", type=int, default=50)
     parser.add_argument("--output_dir", default="explanation_report")
     return parser
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kd-hf eval",
+        description="Student vs teacher: accuracy, agreement, explanations, size and speed "
+        "(eval_results.json, eval_report.md, PNGs).",
+    )
+    parser.add_argument("model", help="the student: a local folder or a Hub id")
+    parser.add_argument("--teacher", default=None, help="the teacher; defaults to the one in the student's card")
+    _add_data_arguments(parser)
+    parser.add_argument("--max_eval_samples", type=int, default=None, help="evaluate on a random sample this big")
+    parser.add_argument("--max_length", type=int, default=128, help="maximum tokens per text")
+    parser.add_argument("-n", "--explanation_examples", type=int, default=20, help="examples both models explain")
+    parser.add_argument("--latency_repeats", type=int, default=10, help="timed forward passes per batch size")
+    parser.add_argument("--output_dir", default="eval_report")
+    return parser
+
+
+def push_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kd-hf push",
+        description="Upload a student folder (weights, card, explanations) to the Hub, and its Gradio Space. "
+        "The token comes from HF_TOKEN or `hf auth login`.",
+    )
+    parser.add_argument("folder", help="the output folder of `kd-hf distill`")
+    parser.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="e.g. me/minilm-student")
+    parser.add_argument("--space-id", "--space_id", dest="space_id", default=None, help="e.g. me/minilm-student-demo")
+    parser.add_argument("--private", action="store_true", help="create private repositories")
+    return parser
+
+
+def _explain(argv: list[str]) -> None:
+    from . import run
+
+    options = vars(explain_parser().parse_args(argv))
+    report = run.explain(
+        options.pop("model"), options.pop("teacher"), options.pop("output_dir"), options.pop("dataset"),
+        options.pop("split"), options.pop("num_examples"), options.pop("method"), options.pop("n_steps"),
+        **options,
+    )  # fmt: skip
+    print(f"Wrote {report}")
+
+
+def _eval(argv: list[str]) -> None:
+    from .evaluation import REPORT_FILE, evaluate_student, results_tables
+    from .hub import read_card
+    from .pairing import resolve_model_path
+
+    options = eval_parser().parse_args(argv)
+    teacher = options.teacher or read_card(resolve_model_path(options.model)).get("teacher")
+    if teacher is None:
+        print("No --teacher given and none in the student's card: reporting the student alone.")
+    results = evaluate_student(
+        options.model, teacher, options.dataset, output_dir=options.output_dir,
+        explanation_examples=options.explanation_examples, explanation_method=options.method,
+        explanation_n_steps=options.n_steps, latency_repeats=options.latency_repeats,
+        dataset_config_name=options.dataset_config_name, eval_split=options.split,
+        text_columns=options.text_columns, image_column=options.image_column, label_column=options.label_column,
+        max_eval_samples=options.max_eval_samples, max_length=options.max_length,
+    )  # fmt: skip
+    print(results_tables(results))
+    print(f"Wrote {options.output_dir}/{REPORT_FILE} and eval_results.json")
+
+
+def _push(argv: list[str]) -> None:
+    from .hub import push_student
+
+    options = push_parser().parse_args(argv)
+    try:
+        urls = push_student(options.folder, options.repo_id, options.space_id, options.private)
+    except (ConnectionError, FileNotFoundError) as error:
+        raise SystemExit(str(error)) from None
+    for kind, url in urls.items():
+        print(f"{kind}: {url}")
+
+
+TOOLS = {"explain": _explain, "eval": _eval, "push": _push}
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
         usage = "\n".join(f"  kd-hf {name:8} {text}" for name, text in COMMANDS.items())
-        raise SystemExit(f"usage:\n{usage}\n(train and distill take RECIPE [--field value ...]; explain takes --help)")
+        raise SystemExit(
+            f"usage:\n{usage}\n(train and distill take RECIPE [--field value ...]; the others take --help)"
+        )
     command, argv = argv[0], argv[1:]
-    if command == "explain":
-        from . import run
-
-        options = vars(explain_parser().parse_args(argv))
-        report = run.explain(
-            options.pop("model"), options.pop("teacher"), options.pop("output_dir"), options.pop("dataset"),
-            options.pop("split"), options.pop("num_examples"), options.pop("method"), options.pop("n_steps"),
-            **options,
-        )  # fmt: skip
-        print(f"Wrote {report}")
+    if command in TOOLS:
+        TOOLS[command](argv)
         return
     if argv and argv[0] in ("-h", "--help"):
         HfArgumentParser(DistillationConfig).print_help()

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .explain import IMAGE_METHODS, TEXT_METHODS
 from .explain.gradients import ATTRIBUTION_METHODS
 from .losses import LOSS_REGISTRY
 from .losses.attribution import ATTRIBUTION_LOSSES
@@ -17,6 +18,8 @@ ATTENTION_HEADS = ("auto", "per_head", "average", "relation")
 HIDDEN_STATE_LOSSES = ("mse", "cosine")
 
 MODEL_INITS = ("checkpoint", "config", "teacher_layers")
+ALL_EXPLANATION_METHODS = frozenset(TEXT_METHODS) | frozenset(IMAGE_METHODS)
+TEACHER_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
 def _as_dict(value: dict | str | None, name: str) -> dict | None:
@@ -76,6 +79,15 @@ class DistillationConfig(TrainingArguments):
     teacher_model_init_kwargs: dict | str | None = field(
         default=None,
         metadata={"help": 'Extra `from_pretrained` kwargs for the teacher, e.g. `{"dtype": "bfloat16"}`.'},
+    )
+    teacher_dtype: str = field(
+        default="auto",
+        metadata={
+            "help": "Precision the teacher runs in: `auto` (as loaded), `bfloat16`, `float16` or `float32`. A "
+            "bfloat16 teacher halves its memory and, on GPUs and CPUs with bf16 units, cuts its share of each step "
+            "(README, Overhead); the student keeps its own precision.",
+            "choices": list(TEACHER_DTYPES),
+        },
     )
 
     # Student (or, for `kd-hf train`, the model being trained).
@@ -223,7 +235,7 @@ class DistillationConfig(TrainingArguments):
         metadata={
             "help": "Run the teacher once over the train and eval sets and store its logits (and attributions, with "
             "the `attribution` loss) with the dataset; later epochs and runs with the same teacher and data skip it. "
-            "Leave off when inputs change from epoch to epoch (random augmentation)."
+            "A dataset with an on-the-fly transform (random augmentation) or a stream stays uncached, with a warning."
         },
     )
     label_mapping: dict | str | None = field(
@@ -231,6 +243,38 @@ class DistillationConfig(TrainingArguments):
         metadata={
             "help": "Teacher label name -> student label name, when the two models name classes differently, "
             "e.g. `{LABEL_0: negative, LABEL_1: positive}`."
+        },
+    )
+
+    # Evaluation, card and Hub.
+    explanation_examples: int = field(
+        default=20,
+        metadata={
+            "help": "Eval examples that teacher and student both explain in the final report and the card (0 skips "
+            "explanations)."
+        },
+    )
+    explanation_method: str = field(
+        default="integrated_gradients",
+        metadata={
+            "help": "Explainer of the final report: `integrated_gradients`, `input_x_gradient`, `saliency`, "
+            "`attention_rollout` (and `grad_cam` for CNNs)."
+        },
+    )
+    explanation_n_steps: int = field(
+        default=32, metadata={"help": "Integration steps of `integrated_gradients` in the final report (>= 2)."}
+    )
+    card_examples: int = field(
+        default=3, metadata={"help": "Example explanations shown in the card and offered by the Space (>= 0)."}
+    )
+    card_license: str | None = field(
+        default=None, metadata={"help": "License of the student in its card (e.g. `apache-2.0`, the teacher's)."}
+    )
+    hub_space_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "With `push_to_hub`, also create or update this Gradio Space (`user/name-demo`) showing the "
+            "student's and the teacher's explanations."
         },
     )
 
@@ -281,6 +325,13 @@ class DistillationConfig(TrainingArguments):
             if allowed and getattr(self, own.name) not in allowed:
                 raise ValueError(f"`{own.name}` must be one of {allowed}, got {getattr(self, own.name)!r}.")
 
+        loaded_dtype = (self.teacher_model_init_kwargs or {}).get("dtype")
+        if self.teacher_dtype != "auto" and loaded_dtype not in (None, "auto", self.teacher_dtype):
+            raise ValueError(
+                f"`teacher_dtype` is {self.teacher_dtype!r} but `teacher_model_init_kwargs` loads the teacher in "
+                f"{loaded_dtype!r}; set only `teacher_dtype`."
+            )
+
         unknown = [name for name in self.loss_type if name not in LOSS_REGISTRY]
         if unknown:
             raise ValueError(
@@ -323,6 +374,14 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(
                 f"`teacher_layers` must be a non-empty list of 0-based layer indices, got {self.teacher_layers}."
             )
+        if self.explanation_examples < 0 or self.card_examples < 0:
+            raise ValueError("`explanation_examples` and `card_examples` must be >= 0 (0 turns them off).")
+        if self.explanation_n_steps < 2:
+            raise ValueError(f"`explanation_n_steps` must be >= 2, got {self.explanation_n_steps}.")
+        if self.explanation_method not in ALL_EXPLANATION_METHODS:
+            raise ValueError(
+                f"`explanation_method` must be one of {sorted(ALL_EXPLANATION_METHODS)}, got {self.explanation_method!r}."
+            )
         if not 0.0 < self.eval_split_size < 1.0:
             raise ValueError(f"`eval_split_size` must be in (0, 1), got {self.eval_split_size}.")
         if self.max_length < 8:
@@ -331,6 +390,13 @@ class DistillationConfig(TrainingArguments):
             raise ValueError("Set `text_columns` (text classification) or `image_column` (image classification).")
         if len(self.text_columns) > 2 and self.image_column is None:
             raise ValueError(f"`text_columns` takes one column or a sentence pair, got {self.text_columns}.")
+
+    def __getstate__(self) -> dict:
+        # Trainer pickles its arguments into every checkpoint (`training_args.bin`): never the token with them.
+        state = self.__dict__.copy()
+        if state.get("hub_token") is not None:
+            state["hub_token"] = None
+        return state
 
     @property
     def is_image_task(self) -> bool:

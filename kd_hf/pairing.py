@@ -67,16 +67,21 @@ def load_model(
     revision: str | None = None,
     init_kwargs: dict | None = None,
     trust_remote_code: bool = False,
+    dtype: str = "auto",
     **config_kwargs,
 ) -> PreTrainedModel:
-    """Load a text or image classifier from safetensors weights; `config_kwargs` update its config (e.g. labels)."""
+    """Load a text or image classifier from safetensors weights; `config_kwargs` update its config (e.g. labels).
+
+    `dtype` (`bfloat16`, ...) loads the weights straight into that precision; `auto` leaves it to `init_kwargs`.
+    """
     path = resolve_model_path(name_or_path)
+    init_kwargs = {**(init_kwargs or {}), **({"dtype": getattr(torch, dtype)} if dtype != "auto" else {})}
     return auto_model_class(image).from_pretrained(
         path,
         revision=revision,
         trust_remote_code=trust_remote_code,
         use_safetensors=True,
-        **(init_kwargs or {}),
+        **init_kwargs,
         **config_kwargs,
     )
 
@@ -96,6 +101,16 @@ def load_processor(model_or_path: PreTrainedModel | str, image: bool = False, tr
             logger.info("No image processor saved with %r: using a default one for its config.", path or "the model")
             return default_image_processor(config)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def use_eager_attention(model: PreTrainedModel, role: str, reason: str) -> None:
+    """Eager attention returns attention weights and can be differentiated twice; SDPA kernels do neither."""
+    has_attention = getattr(model.config, "num_attention_heads", None) is not None
+    if has_attention and model.config._attn_implementation != "eager":
+        logger.info(
+            "Switching the %s from %s to eager attention: %s.", role, model.config._attn_implementation, reason
+        )
+        model.set_attn_implementation("eager")
 
 
 def label_config(labels: list[str]) -> dict:

@@ -3,8 +3,6 @@
 import logging
 import os
 
-import numpy as np
-import torch
 from transformers import PreTrainedModel, Trainer, default_data_collator, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -15,11 +13,11 @@ from .data import (
     label_names,
     load_raw_datasets,
     prepare_datasets,
-    preprocess_images,
 )
+from .evaluation import evaluate_student, explain_sample
 from .metrics import classification_metrics
 from .pairing import build_student, load_model, load_processor
-from .trainer import DistillationTrainer, use_eager_attention
+from .trainer import DistillationTrainer
 
 
 logger = logging.getLogger(__name__)
@@ -92,6 +90,8 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
         args.teacher_revision,
         args.teacher_model_init_kwargs,
         args.trust_remote_code,
+        # A student made of teacher layers copies them at full precision; the trainer then casts the teacher.
+        dtype=args.teacher_dtype if args.model_init != "teacher_layers" else "auto",
     )
     raw_datasets = load_raw_datasets(args)
     set_seed(args.seed)  # a student built from a config starts from the recipe's seed
@@ -118,7 +118,24 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
         processing_class=processor,
         data_collator=_collator(args, processor, train_dataset, teacher_processor),
     )
-    return _fit(trainer, args)
+    _fit(trainer, args)
+    if eval_dataset is not None and args.should_save:
+        results = evaluate_student(
+            trainer.accelerator.unwrap_model(trainer.model).eval(),
+            trainer.accelerator.unwrap_model(trainer.teacher),
+            output_dir=args.output_dir,
+            config=args,
+            explanation_examples=args.explanation_examples,
+            explanation_method=args.explanation_method,
+            explanation_n_steps=args.explanation_n_steps,
+            student_processor=processor,
+            teacher_processor=teacher_processor,
+        )
+        trainer.write_card(results=results)
+        logger.info("Wrote the evaluation report and the explanation card to %s", args.output_dir)
+    if args.push_to_hub:
+        trainer.push_to_hub()
+    return trainer
 
 
 def explain(
@@ -133,7 +150,6 @@ def explain(
     **data_fields,
 ) -> str:
     """Compare the explanations of `model` and `teacher` on `num_examples` of a dataset; write the report."""
-    from .explain.compare import compare_explanations
     from .explain.report import write_report
 
     config = DistillationConfig(
@@ -143,20 +159,10 @@ def explain(
     _, evaluation = load_raw_datasets(config)
     image = config.is_image_task
     student_model, teacher_model = load_model(model, image), load_model(teacher, image)
-    for role, loaded in (("student", student_model), ("teacher", teacher_model)):
-        use_eager_attention(loaded, role, "attention rollout reads attention weights")
-    student_processor = load_processor(model, image)
+    comparison, shown, _ = explain_sample(
+        config, evaluation, student_model, teacher_model, load_processor(model, image), load_processor(teacher, image),
+        num_examples, method, n_steps,
+    )  # fmt: skip
     if image:
-        processed = preprocess_images(
-            evaluation, student_processor, image_column=config.image_column, label_column=config.label_column,
-            num_channels=_num_channels(student_model),
-        )  # fmt: skip
-        pixels = torch.as_tensor(np.stack(processed["pixel_values"]))
-        overlays = [p.mean(0).numpy() for p in pixels]
-        comparison = compare_explanations(teacher_model, student_model, pixels, method=method, n_steps=n_steps)
-        return write_report(comparison, output_dir, list(range(len(pixels))), overlays)
-    texts = evaluation[config.text_columns[0]]
-    comparison = compare_explanations(
-        teacher_model, student_model, texts, student_processor, load_processor(teacher), method, n_steps
-    )
-    return write_report(comparison, output_dir, texts)
+        return write_report(comparison, output_dir, list(range(len(shown))), shown)
+    return write_report(comparison, output_dir, shown)

@@ -6,7 +6,6 @@ import logging
 import os
 from collections import defaultdict
 
-import datasets
 import torch
 import torch.nn.functional as F
 from accelerate.utils import DistributedType
@@ -16,13 +15,16 @@ from transformers import PreTrainedModel, Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
+from .card import card_facts, write_card
 from .config import DistillationConfig
 from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, model_inputs
+from .evaluation import read_results
 from .explain.gradients import gradient_attribution
+from .hub import push_student
 from .losses import build_losses, loss_requirements
 from .losses.attention import qkv_module_names
 from .metrics import classification_metrics, top1_agreement
-from .pairing import align_labels, load_model
+from .pairing import align_labels, load_model, use_eager_attention
 from .teacher_cache import cache_teacher_outputs
 
 
@@ -59,16 +61,6 @@ class QKVRecorder:
         layers = [self.outputs[layer] for layer in sorted(self.outputs)]
         self.outputs = defaultdict(dict)
         return layers
-
-
-def use_eager_attention(model: PreTrainedModel, role: str, reason: str) -> None:
-    """Eager attention returns attention weights and can be differentiated twice; SDPA kernels do neither."""
-    has_attention = getattr(model.config, "num_attention_heads", None) is not None
-    if has_attention and model.config._attn_implementation != "eager":
-        logger.info(
-            "Switching the %s from %s to eager attention: %s.", role, model.config._attn_implementation, reason
-        )
-        model.set_attn_implementation("eager")
 
 
 def prepare_deepspeed(model: PreTrainedModel, accelerator) -> torch.nn.Module:
@@ -141,6 +133,7 @@ class DistillationTrainer(Trainer):
                 revision=args.teacher_revision,
                 init_kwargs=args.teacher_model_init_kwargs,
                 trust_remote_code=args.trust_remote_code,
+                dtype=args.teacher_dtype,
             )
         # Fail before training when the label spaces disagree or the pair cannot support a loss.
         self.teacher_label_order = align_labels(teacher_model.config, model.config, args.label_mapping)
@@ -166,6 +159,8 @@ class DistillationTrainer(Trainer):
 
         teacher_model.eval()
         teacher_model.requires_grad_(False)
+        if args.teacher_dtype != "auto":
+            teacher_model.to(getattr(torch, args.teacher_dtype))
         if self.is_deepspeed_enabled:
             self.teacher = prepare_deepspeed(teacher_model, self.accelerator)
         else:
@@ -186,11 +181,12 @@ class DistillationTrainer(Trainer):
             attribution_method=self.args.attribution_method,
             batch_size=self.args.per_device_eval_batch_size,
         )
-        # The main process writes the cache files; the others then read them.
+        # The main process writes the cache files; the others then read them. A dataset whose inputs may change
+        # from pass to pass (an on-the-fly transform, a stream) comes back uncached, and the log says so.
         with self.args.main_process_first(desc="teacher cache"):
-            if isinstance(self.train_dataset, datasets.Dataset):
+            if self.train_dataset is not None:
                 self.train_dataset = cache_teacher_outputs(self.train_dataset, teacher, self.data_collator, **options)
-            if isinstance(self.eval_dataset, datasets.Dataset):
+            if self.eval_dataset is not None:
                 self.eval_dataset = cache_teacher_outputs(self.eval_dataset, teacher, self.data_collator, **options)
 
     def _check_tokenizations(self, dataset) -> None:
@@ -255,6 +251,74 @@ class DistillationTrainer(Trainer):
         elif self.loss_modules.state_dict():
             logger.warning("%s has no %s: the loss projections start afresh.", resume_from_checkpoint, LOSS_STATE_NAME)
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the student (never the teacher) and, on the main process, its explanation card next to it."""
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            self.write_card(output_dir or self.args.output_dir)
+
+    def write_card(self, folder: str | None = None, results: dict | None = None) -> str:
+        """Render the explanation card (`README.md` and `explanation_card.json`) into `folder`.
+
+        `results` defaults to the folder's `eval_results.json` (as `kd_hf.evaluation.evaluate_student` writes it),
+        else to the last evaluation of this run.
+        """
+        folder = folder or self.args.output_dir
+        results = results or read_results(folder) or self._last_evaluation()
+        student = self.accelerator.unwrap_model(self.model)
+        facts = card_facts(self.args, student, results, self.state.global_step, getattr(self, "hub_model_id", None))
+        return write_card(folder, facts)
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """Trainer's generic card would replace the explanation card: write ours instead."""
+        if self.is_world_process_zero():
+            self.write_card()
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
+                    revision=None, private=None, **kwargs):  # fmt: skip
+        """Push the student with its card and example explanations, and its Space (`args.hub_space_id`, if set).
+
+        See `kd_hf.hub.push_student`; checkpoints and `training_args.bin` stay local.
+        """
+        if getattr(self, "hub_model_id", None) is None:
+            self.init_hf_repo(token=token, private=private)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        self._finish_current_push()
+        return push_student(
+            self.args.output_dir,
+            self.hub_model_id,
+            space_id=self.args.hub_space_id,
+            private=self.args.hub_private_repo if private is None else private,
+            token=token if token is not None else self.args.hub_token,
+            commit_message=commit_message or "End of training",
+        )
+
+    def _last_evaluation(self) -> dict | None:
+        """The student's figures from this run's last evaluation, shaped like `eval_results.json`."""
+        logged = [entry for entry in self.state.log_history if "eval_accuracy" in entry]
+        if not logged:
+            return None
+        last = logged[-1]
+        return {
+            "task": "image-classification" if self.args.is_image_task else "text-classification",
+            "dataset": {
+                "name": self.args.dataset_name,
+                "config": self.args.dataset_config_name,
+                "split": self.args.eval_split,
+                "num_examples": len(self.eval_dataset) if self.eval_dataset is not None else None,
+            },
+            "student": {
+                "accuracy": last["eval_accuracy"],
+                "macro_f1": last.get("eval_macro_f1"),
+                "top1_agreement": last.get("eval_teacher_agreement"),
+                "step": last.get("step"),
+            },
+            "teacher": None,
+            "explanations": None,
+        }
+
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
         # Keep the teacher's own inputs, which Trainer would drop as unknown to the student's forward.
@@ -296,9 +360,17 @@ class DistillationTrainer(Trainer):
             )
             outputs = type(outputs)(**{k: _detach(v) for k, v in outputs.items()})
             outputs.attributions = attributions.detach()
-        else:
+        elif self.required_outputs - {"attributions"} or self.recorders is not None or self.is_deepspeed_enabled:
+            # Attention maps and hidden states are used as they come, without a copy; `inference_mode` tensors could
+            # not be saved for the student's backward pass. DeepSpeed gathers ZeRO-3 shards in place, also refused.
             with torch.no_grad():
                 outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
+        else:
+            # Logits alone: `inference_mode` keeps no graph, no activations and no version counters for the teacher;
+            # the logits (a few numbers per example) are cloned out of it so that any loss may save them.
+            with torch.inference_mode():
+                outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
+            outputs = type(outputs)(logits=outputs.logits.clone())
         if self.recorders is not None:
             outputs.qkv = self.recorders[1].pop()
         return outputs
@@ -351,11 +423,12 @@ class DistillationTrainer(Trainer):
 
         mode = "train" if model.training else "eval"
         for name, value in parts.items():
-            self._metrics[mode][f"{name}_loss"].append(self.accelerator.gather(value.detach().mean()).mean().item())
+            # Kept on the device: `.item()` here would wait for it at every step; `_mean_metrics` syncs once per log.
+            self._metrics[mode][f"{name}_loss"].append(value.detach().mean())
         if mode == "eval":
             # Per example, so that padding added to even out the last batch across processes is dropped.
             agreement = top1_agreement(outputs.logits.detach(), teacher_outputs.logits)
-            self._metrics[mode]["teacher_agreement"].extend(self.accelerator.gather_for_metrics(agreement).tolist())
+            self._metrics[mode]["teacher_agreement"].append(self.accelerator.gather_for_metrics(agreement))
         return (loss, {"logits": outputs.logits}) if return_outputs else loss
 
     def evaluation_loop(
@@ -363,16 +436,29 @@ class DistillationTrainer(Trainer):
     ) -> EvalLoopOutput:
         self._metrics["eval"].clear()
         output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
-        for key, values in self._metrics["eval"].items():
-            output.metrics[f"{metric_key_prefix}_{key}"] = sum(values) / len(values)
-        self._metrics["eval"].clear()
+        for key, value in self._mean_metrics("eval").items():
+            output.metrics[f"{metric_key_prefix}_{key}"] = value
         return output
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self.model.training and self._metrics["train"]:
-            logs = {**logs, **{key: sum(v) / len(v) for key, v in self._metrics["train"].items()}}
-            self._metrics["train"].clear()
+            logs = {**logs, **self._mean_metrics("train")}
         super().log(logs, start_time)
+
+    def _mean_metrics(self, mode: str) -> dict[str, float]:
+        """Each metric's mean since the last call over every process (one gather, one device sync); then clear them."""
+        metrics = self._metrics[mode]
+        agreement = metrics.pop("teacher_agreement", None)  # per example, already gathered from every process
+        # The losses: one value per step and process, and every process logs after the same number of steps.
+        keys = list(metrics)
+        means = {}
+        if keys:
+            local = torch.stack([torch.stack(metrics[key]).float().mean() for key in keys])
+            means = dict(zip(keys, self.accelerator.gather(local).view(-1, len(keys)).mean(0).tolist()))
+        if agreement:
+            means["teacher_agreement"] = torch.cat(agreement).float().mean().item()
+        metrics.clear()
+        return means
 
 
 def _detach(value):

@@ -13,7 +13,8 @@ def _figure(value: dict, digits: int = 3) -> str:
 
 
 def write_report(comparison: dict, output_dir: str, examples, images: list[np.ndarray] | None = None) -> str:
-    """Write `explanation_report.html`, `explanation_report.json` and `explanations/*.png`; return the HTML path.
+    """Write `explanation_report.html`, `explanation_report.json` and `explanations/*.png` (one per model and example,
+    `{i:03d}_{teacher|student}.png`, and `deletion_curves.png`); return the HTML path.
 
     Args:
         comparison (`dict`): what `kd_hf.explain.compare.compare_explanations` returned.
@@ -36,12 +37,13 @@ def write_report(comparison: dict, output_dir: str, examples, images: list[np.nd
     ]
     examples_html = []
     for i, (t, s) in enumerate(zip(teacher, student)):
+        for role, explanation in (("teacher", t), ("student", s)):
+            title = f"{role}: {explanation.label} ({explanation.probability:.2f})"
+            image = None if images is None else images[i]
+            explanation.save_png(os.path.join(figures, f"{i:03d}_{role}.png"), image=image, title=title)
         if images is None:
             examples_html.append(f"<tr><td>{t.to_html()}</td><td>{s.to_html()}</td></tr>")
             continue
-        for role, explanation in (("teacher", t), ("student", s)):
-            title = f"{role}: {explanation.label} ({explanation.probability:.2f})"
-            explanation.save_png(os.path.join(figures, f"{i:03d}_{role}.png"), image=images[i], title=title)
         examples_html.append(
             f'<tr><td><img src="explanations/{i:03d}_teacher.png"></td>'
             f'<td><img src="explanations/{i:03d}_student.png"></td></tr>'

@@ -1,0 +1,398 @@
+"""`kd-hf eval`: a student and its teacher side by side, on task quality, fidelity, explanations, size and speed.
+
+```python
+from kd_hf.evaluation import evaluate_student
+
+results = evaluate_student("outputs/student", "outputs/teacher", "offline:rotten_tomatoes", output_dir="eval")
+results["student"]["top1_agreement"], results["explanations"]["agreement"]["spearman"]["mean"]
+```
+
+Writes `eval_results.json` (everything), `eval_report.md` (the tables), `confusion_matrix.png`, and the explanation
+report of `kd_hf.explain.report` (`explanation_report.html`, `explanations/*.png` with the deletion curves).
+"""
+
+import json
+import logging
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+from safetensors.torch import save as safetensors_bytes
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, default_data_collator
+
+from .config import DistillationConfig
+from .data import DistillationDataCollator, load_raw_datasets, model_inputs, preprocess_images, tokenize_for_pair
+from .metrics import predictive_kl, top1_agreement
+from .pairing import align_labels, load_model, load_processor, use_eager_attention
+
+
+logger = logging.getLogger(__name__)
+
+RESULTS_FILE = "eval_results.json"
+REPORT_FILE = "eval_report.md"
+LATENCY_BATCH_SIZES = (1, 32)
+
+
+def count_parameters(model: PreTrainedModel) -> int:
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def size_on_disk_mb(model: PreTrainedModel) -> float:
+    """Megabytes of the model's weights as one safetensors file (what `save_pretrained` writes, unsharded)."""
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    return len(safetensors_bytes(state)) / 2**20
+
+
+@torch.inference_mode()
+def median_latency_ms(model: PreTrainedModel, inputs: dict, repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall time of one forward pass over `inputs`, in milliseconds, after `warmup` passes."""
+    for _ in range(warmup):
+        model(**inputs)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(**inputs)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+@torch.inference_mode()
+def _inputs(batch: dict, teacher: bool) -> dict:
+    """A model's own inputs: the teacher's `teacher_*` ones where the two models tokenize differently."""
+    return (teacher and model_inputs(batch, teacher=True)) or model_inputs(batch)
+
+
+@torch.inference_mode()
+def predict(model: PreTrainedModel, loader: DataLoader, teacher: bool = False, desc: str = "Predicting"):
+    """Logits over a loader's batches (the teacher reads its own `teacher_*` inputs when there are any)."""
+    device = next(model.parameters()).device
+    logits = []
+    for batch in tqdm(loader, desc=desc, leave=False):
+        inputs = _inputs(batch, teacher)
+        logits.append(model(**{k: v.to(device) for k, v in inputs.items()}).logits.float().cpu())
+    return torch.cat(logits)
+
+
+def _task_metrics(labels: np.ndarray, logits: torch.Tensor) -> dict:
+    predictions = logits.argmax(-1).numpy()
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "macro_f1": float(f1_score(labels, predictions, average="macro")),
+    }
+
+
+def _efficiency(model: PreTrainedModel, batch: dict, teacher: bool, repeats: int) -> dict:
+    inputs = _inputs(batch, teacher)
+    return {
+        "parameters": count_parameters(model),
+        "size_mb": size_on_disk_mb(model),
+        "latency_ms": {
+            f"batch_{size}": median_latency_ms(model, {k: v[:size] for k, v in inputs.items()}, repeats)
+            for size in LATENCY_BATCH_SIZES
+        },
+    }
+
+
+def explain_sample(config, evaluation, student, teacher, student_processor, teacher_processor, n, method, n_steps):
+    """Both models' explanations of the first `n` examples of a raw eval split, compared.
+
+    Returns:
+        `tuple`: what `compare_explanations` returned (`None` for sentence pairs, not supported yet), what to show
+        for each example (texts, or `[h, w]` arrays to overlay), and the raw images (`None` for text).
+    """
+    from .explain.compare import compare_explanations
+
+    if method == "attention_rollout":
+        for role, model in (("student", student), ("teacher", teacher)):
+            use_eager_attention(model, role, "attention rollout reads attention weights")
+
+    sample = evaluation.select(range(min(n, evaluation.num_rows)))
+    if config.is_image_task:
+        pixels = preprocess_images(
+            sample, student_processor, image_column=config.image_column, label_column=config.label_column,
+            num_channels=getattr(student.config, "num_channels", 3),
+        )[:]["pixel_values"]  # fmt: skip
+        comparison = compare_explanations(teacher, student, pixels, method=method, n_steps=n_steps)
+        return comparison, [p.mean(0).numpy() for p in pixels], sample[config.image_column]
+    if len(config.text_columns) > 1:
+        logger.warning("Explanations of sentence pairs are not supported yet: skipping them.")
+        return None, None, None
+    texts = sample[config.text_columns[0]]
+    comparison = compare_explanations(
+        teacher, student, texts, student_processor, teacher_processor, method=method, n_steps=n_steps
+    )
+    return comparison, texts, None
+
+
+def explanation_settings(image: bool, method: str, n_steps: int) -> dict:
+    """How the explanations of a report were made, in words, for the report and the card."""
+    return {
+        "method": method,
+        "n_steps": n_steps if method == "integrated_gradients" else None,
+        "baseline": "all-zero pixels (the mean image)" if image else "special tokens kept, every other token [PAD]",
+        "target": "the teacher's predicted class, for both models",
+        "aggregation": (
+            "pixel scores mean-pooled into the student's patch grid; maps compared cell by cell"
+            if image
+            else "sub-word scores summed into words; explanations compared word by word"
+        ),
+        "agreement": "signed scores ranked; top-k = top 20% of features; random baseline = standard-normal scores",
+        "faithfulness": "ERASER AOPC over bins 1/5/10/20/50% (removal = [PAD] and masked out / zero pixels); "
+        "deletion and insertion AUC over 10 steps",
+    }
+
+
+def evaluate_student(
+    student: str | PreTrainedModel,
+    teacher: str | PreTrainedModel | None,
+    dataset_name: str | None = None,
+    output_dir: str = "eval_report",
+    config: DistillationConfig | None = None,
+    explanation_examples: int = 20,
+    explanation_method: str = "integrated_gradients",
+    explanation_n_steps: int = 32,
+    latency_repeats: int = 10,
+    student_processor=None,
+    teacher_processor=None,
+    **data_fields,
+) -> dict:
+    """Evaluate a student (and compare it with its teacher, if given) on a dataset's eval split; write the report.
+
+    Args:
+        student, teacher (`str` or `PreTrainedModel`): folders or Hub ids, or loaded models (then pass their
+            processors too). The teacher is optional: without it only task quality, size and speed are reported.
+        dataset_name (`str`, *optional*): the dataset, as in a recipe; or pass `config`.
+        output_dir (`str`): where the report goes.
+        config (`DistillationConfig`, *optional*): the recipe whose data fields (dataset, split, columns,
+            `max_eval_samples`, `max_length`) say what to evaluate on.
+        explanation_examples (`int`): examples explained by both models (0 skips explanations).
+        latency_repeats (`int`): forward passes timed per batch size (the median is reported).
+        data_fields: more recipe data fields when no `config` is given (`eval_split`, `text_columns`, ...).
+
+    Returns:
+        `dict`: what `eval_results.json` holds.
+    """
+    if config is None:
+        config = DistillationConfig(output_dir=output_dir, dataset_name=dataset_name, report_to=[], **data_fields)
+    image = config.is_image_task
+    if isinstance(student, str):
+        student_name, student, student_processor = (
+            student,
+            load_model(student, image).eval(),
+            load_processor(student, image),
+        )
+    else:
+        student_name = student.config.name_or_path
+    if isinstance(teacher, str):
+        teacher_name, teacher, teacher_processor = (
+            teacher,
+            load_model(teacher, image).eval(),
+            load_processor(teacher, image),
+        )
+    else:
+        teacher_name = teacher.config.name_or_path if teacher is not None else None
+
+    _, evaluation = load_raw_datasets(config)
+    if evaluation is None:
+        raise ValueError("Nothing to evaluate on: set `eval_split` (or keep `eval_split_size` > 0).")
+    if image:
+        processed = preprocess_images(
+            evaluation, student_processor, teacher_processor if teacher is not None else None,
+            image_column=config.image_column, label_column=config.label_column,
+            num_channels=getattr(student.config, "num_channels", 3),
+            teacher_num_channels=getattr(teacher.config, "num_channels", 3) if teacher is not None else None,
+        )  # fmt: skip
+        collator = default_data_collator
+    else:
+        processed = tokenize_for_pair(
+            evaluation, student_processor, teacher_processor if teacher is not None else None,
+            text_columns=config.text_columns, label_column=config.label_column, max_length=config.max_length,
+        )  # fmt: skip
+        collator = DistillationDataCollator(
+            student_processor, teacher_processor if "teacher_input_ids" in processed.column_names else None
+        )
+    loader = DataLoader(processed, batch_size=64, collate_fn=collator)
+    labels = np.asarray(processed["labels"])
+    label_names = [student.config.id2label[i] for i in range(student.config.num_labels)]
+
+    os.makedirs(output_dir, exist_ok=True)
+    student_logits = predict(student, loader, desc="Student predictions")
+    first_batch = next(iter(DataLoader(processed, batch_size=max(LATENCY_BATCH_SIZES), collate_fn=collator)))
+    results = {
+        "task": "image-classification" if image else "text-classification",
+        "dataset": {
+            "name": config.dataset_name,
+            "config": config.dataset_config_name,
+            "split": config.eval_split,
+            "num_examples": len(labels),
+        },  # fmt: skip
+        "labels": label_names,
+        "student": {
+            "name_or_path": student_name,
+            **_task_metrics(labels, student_logits),
+            **_efficiency(student, first_batch, False, latency_repeats),
+        },
+        "teacher": None,
+        "explanations": None,
+    }
+    matrices = {"student": confusion_matrix(labels, student_logits.argmax(-1).numpy(), labels=range(len(label_names)))}
+    if teacher is not None:
+        order = align_labels(teacher.config, student.config, config.label_mapping)
+        teacher_logits = predict(teacher, loader, teacher=True, desc="Teacher predictions")
+        if order is not None:
+            teacher_logits = teacher_logits[:, order]
+        results["teacher"] = {
+            "name_or_path": teacher_name,
+            **_task_metrics(labels, teacher_logits),
+            **_efficiency(teacher, first_batch, True, latency_repeats),
+        }
+        matrices = {
+            "teacher": confusion_matrix(labels, teacher_logits.argmax(-1).numpy(), labels=range(len(label_names))),
+            **matrices,
+        }
+        s, t = results["student"], results["teacher"]
+        s["top1_agreement"] = float(top1_agreement(student_logits, teacher_logits).mean())
+        s["predictive_kl"] = float(predictive_kl(student_logits, teacher_logits).mean())
+        s["compression"] = t["parameters"] / s["parameters"]
+        s["speedup"] = {key: t["latency_ms"][key] / s["latency_ms"][key] for key in s["latency_ms"]}
+        if explanation_examples > 0:
+            comparison, shown, inputs = explain_sample(
+                config, evaluation, student, teacher, student_processor, teacher_processor,
+                explanation_examples, explanation_method, explanation_n_steps,
+            )  # fmt: skip
+            if comparison is not None:
+                results["explanations"] = _write_explanations(comparison, output_dir, shown, inputs)
+    _plot_confusion_matrices(matrices, label_names, os.path.join(output_dir, "confusion_matrix.png"))
+    write_results(results, output_dir)
+    return results
+
+
+def _write_explanations(comparison: dict, output_dir: str, shown, images=None) -> dict:
+    """The explanation report, the explained images (`examples/000.png`, ...), and what the results say of both."""
+    from .explain.report import write_report
+
+    image = images is not None
+    if image:
+        write_report(comparison, output_dir, list(range(len(shown))), shown)
+        os.makedirs(os.path.join(output_dir, "examples"), exist_ok=True)
+        for i, picture in enumerate(images):
+            picture.save(os.path.join(output_dir, "examples", f"{i:03d}.png"))
+    else:
+        write_report(comparison, output_dir, shown)
+    return {
+        "settings": explanation_settings(image, comparison["method"], comparison["n_steps"]),
+        "num_examples": len(comparison["explanations"]["teacher"]),
+        "skipped": comparison["skipped"],
+        "agreement": comparison["agreement"],
+        "faithfulness": comparison["faithfulness"],
+        "examples": [
+            {
+                "index": i,
+                "text": None if image else " ".join(t.words),
+                "teacher": {"label": t.label, "probability": t.probability},
+                "student": {"label": s.label, "probability": s.probability},
+                "input_png": f"examples/{i:03d}.png" if image else None,
+                "teacher_png": f"explanations/{i:03d}_teacher.png",
+                "student_png": f"explanations/{i:03d}_student.png",
+            }
+            for i, (t, s) in enumerate(
+                zip(comparison["explanations"]["teacher"], comparison["explanations"]["student"])
+            )
+        ],
+    }
+
+
+def _figure(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, dict):  # a mean with its bootstrap interval
+        return f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
+    return f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
+
+
+def results_tables(results: dict) -> str:
+    """The report as Markdown tables: task and fidelity, size and speed, explanations (with the random baseline)."""
+    student, teacher = results["student"], results["teacher"] or {}
+    lines = [
+        "| | teacher | student |",
+        "|---|---|---|",
+        f"| accuracy | {_figure(teacher.get('accuracy'))} | {_figure(student['accuracy'])} |",
+        f"| macro-F1 | {_figure(teacher.get('macro_f1'))} | {_figure(student['macro_f1'])} |",
+        f"| top-1 agreement with the teacher | 1 | {_figure(student.get('top1_agreement'))} |",
+        f"| KL(teacher ‖ student) | 0 | {_figure(student.get('predictive_kl'))} |",
+        f"| parameters | {_figure(teacher.get('parameters'))} | {_figure(student['parameters'])} |",
+        f"| size on disk (MB) | {_figure(teacher.get('size_mb'))} | {_figure(student['size_mb'])} |",
+    ]
+    for key in student["latency_ms"]:
+        size = key.split("_")[1]
+        speedup = student.get("speedup", {}).get(key)
+        lines.append(
+            f"| CPU latency, batch {size} (ms, median) | {_figure(teacher.get('latency_ms', {}).get(key))} | "
+            f"{_figure(student['latency_ms'][key])}" + (f" ({speedup:.1f}× faster) |" if speedup else " |")
+        )
+    explanations = results.get("explanations")
+    if explanations:
+        settings = explanations["settings"]
+        lines += [
+            "",
+            f"Explanations: {settings['method']}"
+            + (f" ({settings['n_steps']} steps)" if settings["n_steps"] else "")
+            + f" on {explanations['num_examples']} examples; means with bootstrap 95% intervals.",
+            "",
+            "| explanation agreement (teacher vs student) | student | random attributions |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {name.replace('_', ' ')} | {_figure(value)} | {value['random']:.3f} |"
+            for name, value in explanations["agreement"].items()
+        ]
+        lines += ["", "| faithfulness | teacher | student |", "|---|---|---|"]
+        faithful = explanations["faithfulness"]
+        lines += [
+            f"| {name.replace('_', ' ')} | {_figure(faithful['teacher'][name])} | {_figure(faithful['student'][name])} |"
+            for name in ("comprehensiveness", "sufficiency", "deletion_auc", "insertion_auc")
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def read_results(folder: str) -> dict | None:
+    """The `eval_results.json` that `write_results` left in `folder`, if any (not Trainer's flat file of that name)."""
+    path = os.path.join(folder, RESULTS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as file:
+        results = json.load(file)
+    return results if "student" in results else None
+
+
+def write_results(results: dict, output_dir: str) -> None:
+    """`eval_results.json` and `eval_report.md` in `output_dir`."""
+    with open(os.path.join(output_dir, RESULTS_FILE), "w") as file:
+        json.dump(results, file, indent=2)
+    dataset = results["dataset"]
+    with open(os.path.join(output_dir, REPORT_FILE), "w") as file:
+        file.write(
+            f"# Evaluation: {results['student']['name_or_path']}\n\n{dataset['name']}, split "
+            f"{dataset['split']!r}, {dataset['num_examples']} examples.\n\n{results_tables(results)}"
+        )
+
+
+def _plot_confusion_matrices(matrices: dict, label_names: list[str], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    figure, axes = plt.subplots(1, len(matrices), figsize=(4 * len(matrices), 3.6), dpi=100, squeeze=False)
+    for axis, (role, matrix) in zip(axes[0], matrices.items()):
+        ConfusionMatrixDisplay(matrix, display_labels=label_names).plot(ax=axis, colorbar=False, cmap="Blues")
+        axis.set_title(role)
+    figure.tight_layout()
+    figure.savefig(path, bbox_inches="tight")
+    plt.close(figure)

@@ -1,0 +1,118 @@
+"""The evaluation report and the explanation card that a distillation run leaves in its output folder."""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+from huggingface_hub import ModelCard
+
+from kd_hf.card import card_facts, is_hub_id, render_card
+from kd_hf.cli import main
+
+
+SECTIONS = ["## How to use", "## Distillation recipe", "## Results", "## Model examination", "## Limitations"]
+
+
+@pytest.fixture
+def run_folder(tiny_text_project, tmp_path):
+    recipe = tiny_text_project(explanation_examples=3, card_examples=2, hub_token="hf_NeverWrittenAnywhere")
+    main(["distill", str(recipe)])
+    return tmp_path / "student"
+
+
+@pytest.mark.slow
+def test_distill_writes_a_card_whose_numbers_match_eval_results(run_folder):
+    results = json.loads((run_folder / "eval_results.json").read_text())
+    student, teacher = results["student"], results["teacher"]
+    assert {"accuracy", "macro_f1", "top1_agreement", "predictive_kl", "parameters", "size_mb", "speedup"} <= set(
+        student
+    )
+    assert results["explanations"]["num_examples"] == 3
+    assert set(results["explanations"]["agreement"]) == {"spearman", "kendall", "top_k_overlap", "cosine"}
+
+    card = ModelCard.load(run_folder / "README.md")
+    text = card.text
+    positions = [text.index(section) for section in SECTIONS]
+    assert positions == sorted(positions), "sections out of order"
+    assert "## Citation" in text
+    # Metadata: what the Hub indexes.
+    data = card.data
+    assert data.library_name == "transformers" and data.pipeline_tag == "text-classification"
+    assert {"knowledge-distillation", "explainability", "kd_hf"} <= set(data.tags)
+    assert data.base_model is None  # the teacher is a local folder, not a Hub id
+    metrics = {result.metric_type: result.metric_value for result in data.eval_results}
+    assert metrics["accuracy"] == pytest.approx(student["accuracy"], abs=1e-4)
+    assert metrics["top1_agreement"] == pytest.approx(student["top1_agreement"], abs=1e-4)
+    spearman = results["explanations"]["agreement"]["spearman"]
+    if spearman["mean"] == spearman["mean"]:  # NaN when every example had constant attributions
+        assert metrics["explanation_spearman"] == pytest.approx(spearman["mean"], abs=1e-4)
+    assert metrics["explanation_top_k_overlap"] == pytest.approx(
+        results["explanations"]["agreement"]["top_k_overlap"]["mean"], abs=1e-4
+    )
+    # The body: the same figures, teacher vs student, and the random-attribution baseline.
+    assert f"| accuracy | {teacher['accuracy']:.3f} | {student['accuracy']:.3f} |" in text
+    assert f"| top-1 agreement with the teacher | 1 | {student['top1_agreement']:.3f} |" in text
+    random = results["explanations"]["agreement"]["top_k_overlap"]["random"]
+    assert re.search(rf"\| top k overlap \| .* \| {random:.3f} \|", text)
+    assert f"{student['parameters']:,}" in text and f"{teacher['parameters']:,}" in text
+    # Every picture the card shows is in the folder; two examples, as the recipe asked.
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert images and all((run_folder / image).is_file() for image in images)
+    assert sum("_student.png" in image for image in images) == 2
+    # The machine-readable facts say the same.
+    facts = json.loads((run_folder / "explanation_card.json").read_text())
+    assert facts["teacher"] == str(run_folder.parent / "teacher")
+    assert facts["results"] == results
+    assert facts["recipe"]["loss_type"] == ["soft_label"] and facts["recipe"]["steps"] == 4
+    assert len(facts["examples"]) == 2 and all(example["text"] for example in facts["examples"])
+
+
+@pytest.mark.slow
+def test_the_cards_usage_snippet_runs_with_plain_transformers(run_folder):
+    text = (run_folder / "README.md").read_text()
+    snippet = re.search(r"## How to use.*?```python\n(.*?)```", text, re.S).group(1)
+    assert "kd_hf" not in snippet
+    output = subprocess.run(
+        [sys.executable, "-c", snippet], capture_output=True, text=True, check=True, env={"HF_HUB_OFFLINE": "1"}
+    ).stdout
+    probabilities = eval(output)  # noqa: S307  (a dict of label -> probability printed by the snippet)
+    assert set(probabilities) == {"negative", "positive"}
+    assert sum(probabilities.values()) == pytest.approx(1, abs=2e-3)
+
+
+@pytest.mark.slow
+def test_checkpoints_carry_the_card_and_no_file_holds_the_token(run_folder):
+    assert (run_folder / "checkpoint-2" / "README.md").is_file()
+    assert (run_folder / "checkpoint-2" / "explanation_card.json").is_file()
+    for path in run_folder.rglob("*"):
+        if path.is_file():
+            assert b"hf_NeverWrittenAnywhere" not in path.read_bytes(), path
+
+
+def test_card_without_evaluation_says_so_and_links_a_hub_teacher(distill_args, make_bert):
+    args = distill_args(
+        teacher_model_name_or_path="sentence-transformers/all-MiniLM-L6-v2",
+        dataset_name="rotten_tomatoes",
+        hub_space_id="me/student-demo",
+        card_license="apache-2.0",
+    )
+    facts = card_facts(args, make_bert(), results=None, steps=10, model_id="me/student")
+    card = render_card(facts)
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2"
+    assert card.data.datasets == ["rotten_tomatoes"] and card.data.license == "apache-2.0"
+    assert card.data.eval_results is None
+    assert "No evaluation has been run yet" in card.text
+    assert 'from_pretrained("me/student")' in card.text
+    assert "https://huggingface.co/spaces/me/student-demo" in card.text
+    assert json.loads(json.dumps(facts)) == facts  # JSON-serialisable as it is
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("user/model", True), ("bert-base-uncased", True), ("offline:all-MiniLM-L6-v2", False), ("./teacher", False),
+     ("/abs/teacher", False), ("a/b/c", False), (None, False)],
+)  # fmt: skip
+def test_is_hub_id(name, expected):
+    assert is_hub_id(name) is expected
