@@ -21,19 +21,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import HfApi, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from transformers import PreTrainedModel
 
-from .card import CARD_FILE, space_readme
+from .card import CARD_FILE, space_readme, write_card
 from .pairing import load_model, load_processor, resolve_model_path
 
 
 logger = logging.getLogger(__name__)
 
 # What a training run leaves in its folder that is not part of the published student: checkpoints (optimizer state),
-# pickled training arguments (they hold the hub token), TensorBoard runs, the Space (it has its own repo).
-PUSH_IGNORE = ["checkpoint-*", "checkpoint-*/**", "_*", "training_args.bin", "runs/**", "space/**", "*.pt", "*.pth"]
+# pickled training arguments, TensorBoard runs, Trainer's private files, and the Space (it has its own repo).
+NOT_PUBLISHED = ("checkpoint-*", "_*", "training_args.bin", "runs", "space", "*.pt", "*.pth")
 SPACE_SOURCE = Path(__file__).resolve().parent.parent / "space"
+# huggingface_hub's HTTP errors are OSErrors; its transport's (a refused connection, a timeout) share their base.
+HUB_ERRORS = (OSError, *HfHubHTTPError.__bases__)
 
 
 @dataclass
@@ -83,14 +85,28 @@ def load_student(name_or_path: str, revision: str | None = None, token: str | bo
     return LoadedStudent(model, load_processor(name_or_path, image), card)
 
 
+def _stage(folder: str, staging: str, card: dict) -> None:
+    """What the model repo receives: the published files of `folder` (hard links where possible, so big weights are
+    not copied), with the card rendered again now that it knows its repo id and Space. `folder` is only read."""
+
+    def link(source: str, target: str) -> None:
+        try:
+            os.link(source, target)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(source, target)
+
+    shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(*NOT_PUBLISHED), copy_function=link)
+    if card.get("task"):  # a folder kd_hf made: its card learns where it lives (new files, not the linked ones)
+        for name in ("README.md", CARD_FILE):
+            if os.path.exists(os.path.join(staging, name)):
+                os.unlink(os.path.join(staging, name))
+        write_card(staging, card)
+
+
 def _space_files(space_dir: str, model_id: str, card: dict) -> None:
     """The Space: the app and its requirements from kd_hf's `space/` folder, a README that links the student, and
     kd_hf itself (the app imports its explainers; kd_hf is not on PyPI)."""
-    if not (SPACE_SOURCE / "app.py").is_file():
-        raise FileNotFoundError(
-            f"kd_hf's Space template is missing ({SPACE_SOURCE}); push from a source checkout of kd_hf "
-            "(`pip install -e .`), or pass `space_id=None` to push the model alone."
-        )
+    os.makedirs(space_dir)
     shutil.copy(SPACE_SOURCE / "app.py", space_dir)
     shutil.copy(SPACE_SOURCE / "requirements.txt", space_dir)
     shutil.copytree(
@@ -111,9 +127,9 @@ def push_student(
     """Upload a student folder (as `kd-hf distill` leaves it) to `repo_id`, and its demo to the Space `space_id`.
 
     Repositories are created if needed and updated in place otherwise. Only the published files travel: weights
-    (safetensors), config, tokenizer or image processor, README.md (the explanation card), `explanation_card.json`,
-    `eval_results.json` and the example explanations; never checkpoints or `training_args.bin`. The local folder is
-    only read.
+    (safetensors), config, tokenizer or image processor, README.md (the explanation card, rendered again with the
+    repo id and the Space link), `explanation_card.json`, `eval_results.json` and the example explanations; never
+    checkpoints or `training_args.bin`. The local folder is only read.
 
     Returns:
         `dict` with the `model` URL and, if a Space was pushed, the `space` URL.
@@ -127,25 +143,33 @@ def push_student(
             f"{folder!r} holds no model saved as safetensors (config.json + *.safetensors); push the output folder of "
             "`kd-hf distill`."
         )
+    if space_id is not None and not (SPACE_SOURCE / "app.py").is_file():
+        raise FileNotFoundError(
+            f"kd_hf's Space template is missing ({SPACE_SOURCE}); push from a source checkout of kd_hf "
+            "(`pip install -e .`), or leave out the Space to push the model alone."
+        )
     api = HfApi(token=token)
     card = read_card(folder)
+    card.update(model_id=repo_id, space_id=space_id or card.get("space_id"))
     try:
-        model_url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id, folder_path=folder, ignore_patterns=PUSH_IGNORE, commit_message=commit_message
-        )
-        urls = {"model": str(model_url)}
-        if space_id is not None:
-            space_url = api.create_repo(
-                space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True
+        with tempfile.TemporaryDirectory() as staging:
+            _stage(folder, os.path.join(staging, "model"), card)
+            model_url = api.create_repo(repo_id, private=private, exist_ok=True)
+            api.upload_folder(
+                repo_id=repo_id, folder_path=os.path.join(staging, "model"), commit_message=commit_message
             )
-            with tempfile.TemporaryDirectory() as space_dir:
-                _space_files(space_dir, repo_id, card)
-                api.upload_folder(
-                    repo_id=space_id, repo_type="space", folder_path=space_dir, commit_message=commit_message
+            urls = {"model": str(model_url)}
+            if space_id is not None:
+                _space_files(os.path.join(staging, "space"), repo_id, card)
+                space_url = api.create_repo(
+                    space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True
                 )
-            urls["space"] = str(space_url)
-    except OSError as error:  # requests' ConnectionError and huggingface_hub's HTTP errors are OSErrors
+                api.upload_folder(
+                    repo_id=space_id, repo_type="space", folder_path=os.path.join(staging, "space"),
+                    commit_message=commit_message,
+                )  # fmt: skip
+                urls["space"] = str(space_url)
+    except HUB_ERRORS as error:
         raise ConnectionError(
             f"Pushing {folder!r} to {api.endpoint} failed ({error.__class__.__name__}: {error}). The local folder is "
             "unchanged; check the network and your token (`hf auth login` or HF_TOKEN), then push again: a repeated "
