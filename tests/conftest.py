@@ -203,3 +203,36 @@ def tiny_text_project(tmp_path, make_bert, minilm_tokenizer):
         return path
 
     return write_recipe
+
+
+@pytest.fixture(scope="session")
+def hub_backend():
+    """The loopback Hub server of `tests/hub_server.py`, one for the session; tests use `hub_server`."""
+    from hub_server import HubServer
+
+    with HubServer() as server:
+        yield server
+
+
+@pytest.fixture
+def hub_server(hub_backend, monkeypatch, tmp_path):
+    """An empty loopback Hub, with `huggingface_hub` and `transformers` pointed at it (online, its token in
+    `HF_TOKEN`, downloads into a fresh cache) for this test; read pushed files back with `hub_server.files(repo_id)`."""
+    from hub_server import point_client_at
+
+    hub_backend.reset()
+    point_client_at(monkeypatch, hub_backend.url, cache_dir=tmp_path / "hub_cache", token=hub_backend.token)
+    return hub_backend
+
+
+@pytest.fixture
+def dead_endpoint(monkeypatch, tmp_path):
+    """A Hub that is down: `huggingface_hub` and `transformers` pointed at a loopback port that refuses
+    connections, as `hub_server` does for a live one, with the client's retry waits skipped (a failing download
+    is reported at once, not after ~23 s); the value is that endpoint's URL."""
+    from hub_server import TOKEN, closed_port_url, point_client_at, skip_retry_waits
+
+    with closed_port_url() as url:
+        point_client_at(monkeypatch, url, cache_dir=tmp_path / "hub_cache", token=TOKEN)
+        skip_retry_waits(monkeypatch)
+        yield url
