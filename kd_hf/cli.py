@@ -5,6 +5,7 @@ kd-hf train recipes/offline_text_teacher.yaml          # fine-tune a teacher, no
 kd-hf distill recipes/offline_text.yaml --max_steps 50  # any recipe field can be overridden
 kd-hf eval outputs/student --dataset offline:rotten_tomatoes  # the teacher comes from the student's card
 kd-hf push outputs/student --repo-id me/student --space-id me/student-demo
+kd-hf demo outputs/student                              # the Gradio demo on http://127.0.0.1:7860
 accelerate launch -m kd_hf.cli distill recipes/offline_text.yaml
 torchrun --nproc_per_node 2 -m kd_hf.cli distill recipes/offline_text.yaml
 ```
@@ -29,6 +30,7 @@ COMMANDS = {
     "explain": "compare a student's and its teacher's explanations on a dataset sample",
     "eval": "report a student vs its teacher: accuracy, agreement, explanations, size, speed",
     "push": "upload a student folder with its card to the Hub, and its Gradio Space",
+    "demo": "run the Gradio demo: teacher and student predictions and explanations side by side",
 }
 
 
@@ -109,6 +111,27 @@ def push_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kd-hf demo", description="The Gradio demo of a student (the same app as its Hub Space), run locally."
+    )
+    parser.add_argument("student", help="the student: a local folder or a Hub id")
+    parser.add_argument("--teacher", default=None, help="the teacher; defaults to the one in the student's card")
+    parser.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to serve other machines")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="also open a temporary public gradio.live link")
+    return parser
+
+
+def _demo(argv: list[str]) -> None:
+    from .demo import launch_demo
+
+    options = demo_parser().parse_args(argv)
+    launch_demo(
+        options.student, options.teacher, server_name=options.host, server_port=options.port, share=options.share
+    )
+
+
 def _explain(argv: list[str]) -> None:
     from . import run
 
@@ -154,7 +177,7 @@ def _push(argv: list[str]) -> None:
         print(f"{kind}: {url}")
 
 
-TOOLS = {"explain": _explain, "eval": _eval, "push": _push}
+TOOLS = {"explain": _explain, "eval": _eval, "push": _push, "demo": _demo}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,320 @@
+"""The Gradio demo, launched on 127.0.0.1 with tiny students (teacher present and absent), called by gradio_client."""
+
+import contextlib
+import importlib.util
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+TEXT = "a good and great film, fine cast"
+
+
+def _bert(layers: int, seed: int, vocab_size: int = 30522):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=64, num_labels=2, id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )  # fmt: skip
+    return BertForSequenceClassification(config).eval()
+
+
+def _vit(layers: int, seed: int):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    labels = [str(d) for d in range(10)]
+    config = ViTConfig(
+        image_size=8, patch_size=4, num_channels=1, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=64, num_labels=10, id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+    )  # fmt: skip
+    return ViTForImageClassification(config).eval()
+
+
+def _save(folder, model, processor=None, card=None):
+    model.save_pretrained(folder)
+    if processor is not None:
+        processor.save_pretrained(folder)
+    if card is not None:
+        (folder / "explanation_card.json").write_text(json.dumps(card))
+    return str(folder)
+
+
+def _digit(path, side=8):
+    from PIL import Image
+
+    pixels = np.zeros((side, side), dtype=np.uint8)
+    pixels[side // 4 : -side // 4, side // 2 - 1 : side // 2 + 1] = 255  # a "1"
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def text_models(tmp_path_factory, minilm_tokenizer, word_tokenizer):
+    """A text student (MiniLM's tokenizer) whose card names a teacher with another tokenizer (whole words); and the
+    same student with a card that names no teacher."""
+    root = tmp_path_factory.mktemp("text")
+    teacher = _save(root / "teacher", _bert(2, seed=1, vocab_size=len(word_tokenizer)), word_tokenizer)
+    card = {"task": "text-classification", "labels": ["negative", "positive"], "examples": [{"text": TEXT}]}
+    student = _save(root / "student", _bert(1, seed=0), minilm_tokenizer, {**card, "teacher": teacher})
+    alone = _save(root / "alone", _bert(1, seed=0), minilm_tokenizer, card)
+    return {"student": student, "alone": alone, "teacher": teacher}
+
+
+@pytest.fixture(scope="module")
+def image_models(tmp_path_factory):
+    """A ViT student for 8x8 digits with an example image in its folder, and a ViT teacher named by its card."""
+    root = tmp_path_factory.mktemp("image")
+    teacher = _save(root / "teacher", _vit(2, seed=1))
+    (root / "student" / "examples").mkdir(parents=True)
+    _digit(root / "student" / "examples" / "000.png")
+    card = {
+        "task": "image-classification", "teacher": teacher, "labels": [str(d) for d in range(10)],
+        "examples": [{"image": "examples/000.png"}, {"image": "../../../etc/passwd"}],
+    }  # fmt: skip
+    return {"student": _save(root / "student", _vit(1, seed=0), card=card), "teacher": teacher}
+
+
+@contextlib.contextmanager
+def running(student: str, teacher: str | None = None):
+    """The demo on 127.0.0.1 and a free port, with a `gradio_client.Client` connected to it."""
+    from gradio_client import Client
+
+    from kd_hf.demo import launch_demo
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    demo = launch_demo(
+        student, teacher, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True
+    )
+    try:
+        yield Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="module")
+def text_app(text_models):
+    with running(text_models["student"]) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def image_app(image_models):
+    with running(image_models["student"]) as client:
+        yield client
+
+
+def _check_label(label: dict, labels: set[str], shown: int | None = None):
+    """A `gr.Label` value: the top class and the top `shown` (default: all) classes' probabilities, sorted."""
+    confidences = [row["confidence"] for row in label["confidences"]]
+    assert {row["label"] for row in label["confidences"]} <= labels and label["label"] in labels
+    assert len(confidences) == (shown or len(labels)) and confidences == sorted(confidences, reverse=True)
+    assert sum(confidences) == pytest.approx(1, abs=1e-4) if shown is None else sum(confidences) <= 1 + 1e-4
+
+
+def _check_deletion(plot: dict, models: set[str]):
+    rows = [dict(zip(plot["columns"], row)) for row in plot["data"]]
+    assert {row["model"] for row in rows} == models
+    for model in models:
+        curve = [row for row in rows if row["model"] == model]
+        assert len(curve) == 11 and curve[0]["fraction removed"] == 0 and curve[-1]["fraction removed"] == 1
+        assert all(0 <= row["probability"] <= 1 for row in curve)
+
+
+@pytest.mark.parametrize("method", ["input_x_gradient", "integrated_gradients"])
+def test_text_demo_returns_both_models_predictions_word_attributions_and_agreement(text_app, method):
+    message, teacher, student, teacher_words, student_words, figures, deletion = text_app.predict(
+        TEXT, method, 8, api_name="/explain_text"
+    )
+    assert "Explained class" in message and "Spearman" in message
+    _check_label(teacher, {"negative", "positive"})
+    _check_label(student, {"negative", "positive"})
+    words = TEXT.split()
+    for highlights in (teacher_words, student_words):
+        scored = [(row["token"], row["class_or_confidence"]) for row in highlights if row["token"].strip()]
+        # the same whitespace words on both sides, though the two tokenizers split "film," differently
+        assert [word for word, _ in scored] == words
+        scores = np.array([score for _, score in scored])
+        assert np.all(np.abs(scores) <= 1) and np.abs(scores).max() == pytest.approx(1)
+    assert figures["method"] == method and figures["features"] == len(words)
+    assert figures["steps"] == (8 if method == "integrated_gradients" else None)
+    assert -1 <= figures["spearman"] <= 1 and 0 <= figures["top_k_overlap"] <= 1
+    assert figures["explained_class"] == teacher["label"]
+    assert all(figures["latency_ms"][role] > 0 for role in ("teacher", "student"))
+    _check_deletion(deletion, {"teacher", "student"})
+
+
+@pytest.mark.parametrize(
+    ("text", "method", "expected"),
+    [
+        ("   ", "input_x_gradient", "Type or paste some text"),
+        (" ".join(["good"] * 200), "input_x_gradient", "tokens"),
+        ("x" * 5000, "input_x_gradient", "characters"),
+        (TEXT, "grad_cam", "Unknown method"),
+    ],
+)
+def test_text_demo_answers_bad_input_with_a_message(text_app, text, method, expected):
+    message, teacher, student, *_, figures, deletion = text_app.predict(text, method, 8, api_name="/explain_text")
+    assert message.startswith("⚠️") and expected in message
+    assert expected in figures["error"] and deletion is None
+
+
+def test_text_demo_bounds_integrated_gradients_steps(text_app):
+    from kd_hf.demo import MAX_STEPS
+
+    message, *_ = text_app.predict(TEXT, "integrated_gradients", MAX_STEPS + 1, api_name="/explain_text")
+    assert message.startswith("⚠️") and f"1 to {MAX_STEPS} steps" in message
+
+
+def test_text_demo_without_teacher_shows_the_student_alone(text_models):
+    with running(text_models["alone"]) as client:
+        assert "showing the student alone" in client.predict(api_name="/status")
+        message, teacher, student, teacher_words, student_words, figures, deletion = client.predict(
+            TEXT, "input_x_gradient", 8, api_name="/explain_text"
+        )
+    assert teacher == {} and teacher_words is None
+    _check_label(student, {"negative", "positive"})
+    assert len([row for row in student_words if row["token"].strip()]) == len(TEXT.split())
+    assert figures["spearman"] is None and figures["latency_ms"]["teacher"] is None
+    assert figures["explained_class"] == student["label"]
+    _check_deletion(deletion, {"student"})
+
+
+def test_image_demo_returns_predictions_heatmaps_and_agreement(image_app, tmp_path):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    from kd_hf.demo import DISPLAY_SIDE
+
+    message, teacher, student, teacher_map, student_map, figures, deletion = image_app.predict(
+        handle_file(_digit(tmp_path / "digit.png", side=28)), "input_x_gradient", 8, api_name="/explain_image"
+    )
+    assert "Spearman" in message
+    digits = {str(d) for d in range(10)}
+    _check_label(teacher, digits, shown=5)  # the top five of ten classes
+    _check_label(student, digits, shown=5)
+    for overlay in (teacher_map, student_map):
+        with Image.open(overlay) as image:
+            assert image.size == (DISPLAY_SIDE, DISPLAY_SIDE) and image.mode == "RGB"
+    assert figures["features"] == 4  # the student's 2x2 patch grid
+    for grid in figures["grid"].values():
+        scores = np.array(grid)
+        assert scores.shape == (2, 2) and np.abs(scores).max() == pytest.approx(1)
+    assert -1 <= figures["spearman"] <= 1 and 0 <= figures["top_k_overlap"] <= 1
+    _check_deletion(deletion, {"teacher", "student"})
+
+
+def test_image_demo_answers_unreadable_or_huge_images_with_a_message(image_app, tmp_path):
+    from gradio_client import handle_file
+    from PIL import Image
+
+    not_an_image = tmp_path / "photo.png"
+    not_an_image.write_text("this is not a PNG")
+    message, *_, figures, _ = image_app.predict(
+        handle_file(str(not_an_image)), "saliency", 8, api_name="/explain_image"
+    )
+    assert message.startswith("⚠️") and "could not be read as an image" in message
+
+    Image.new("L", (6000, 5000)).save(tmp_path / "huge.png")  # 30 megapixels of black: a small file
+    message, *_ = image_app.predict(handle_file(str(tmp_path / "huge.png")), "saliency", 8, api_name="/explain_image")
+    assert message.startswith("⚠️") and "megapixels" in message
+
+    Image.new("L", (1500, 1200), 128).save(tmp_path / "large.png")
+    message, teacher, student, *_ = image_app.predict(
+        handle_file(str(tmp_path / "large.png")), "saliency", 8, api_name="/explain_image"
+    )
+    assert "shrunk to 1024" in message and student["label"]
+
+
+def test_image_demo_with_unloadable_teacher_runs_the_student_alone(image_models, tmp_path):
+    from gradio_client import handle_file
+
+    with running(image_models["student"], teacher=str(tmp_path / "no-such-teacher")) as client:
+        assert "could not be loaded" in client.predict(api_name="/status")
+        message, teacher, student, teacher_map, student_map, figures, _ = client.predict(
+            handle_file(_digit(tmp_path / "digit.png")), "integrated_gradients", 4, api_name="/explain_image"
+        )
+    assert teacher == {} and teacher_map is None and student_map is not None
+    assert figures["grid"]["teacher"] is None and figures["spearman"] is None
+
+
+def test_demo_reads_card_examples_only_from_the_students_folder(image_models):
+    from kd_hf.demo import _examples
+
+    card = json.loads(open(f"{image_models['student']}/explanation_card.json").read())
+    examples = _examples(image_models["student"], card, image=True)
+    assert len(examples) == 1 and examples[0].size == (8, 8)  # "../../../etc/passwd" was refused
+
+
+def test_demo_of_a_student_that_does_not_load_says_why(tmp_path):
+    with running(str(tmp_path / "missing-student")) as client:
+        status = client.predict(api_name="/status")
+    assert "could not be loaded" in status and "does not exist" in status
+
+
+SPACE = Path(__file__).resolve().parent.parent / "space"
+
+
+def _space_app():
+    spec = importlib.util.spec_from_file_location("kd_hf_space_app", SPACE / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_space_app_launches_the_student_named_by_its_environment_or_readme(tmp_path, monkeypatch):
+    import kd_hf.demo
+
+    app = _space_app()
+    readme = tmp_path / "README.md"
+    readme.write_text("---\ntitle: demo\nsdk: gradio\nmodels:\n- me/student\n- me/teacher\n---\n\n# demo\n")
+    assert app.student_from_readme(readme) == "me/student"
+    assert app.student_from_readme(SPACE / "README.md") is None  # the template names no model yet
+
+    launched = []
+    monkeypatch.setattr(kd_hf.demo, "launch_demo", lambda *args, **kwargs: launched.append(args))
+    monkeypatch.setenv("KD_HF_STUDENT", "me/other-student")
+    monkeypatch.setenv("KD_HF_TEACHER", "me/other-teacher")
+    app.main()
+    assert launched == [("me/other-student", "me/other-teacher")]
+    monkeypatch.delenv("KD_HF_STUDENT")
+    with pytest.raises(SystemExit, match="KD_HF_STUDENT"):
+        app.main()
+
+
+def test_space_readme_and_requirements_match_what_the_tests_ran_with():
+    from importlib.metadata import version
+
+    import yaml
+
+    front = yaml.safe_load((SPACE / "README.md").read_text().split("---")[1])
+    assert front["sdk"] == "gradio" and front["app_file"] == "app.py" and front["models"] == []
+    assert front["sdk_version"] == version("gradio")
+    pins = dict(line.split("==") for line in (SPACE / "requirements.txt").read_text().splitlines() if "==" in line)
+    runtime = {"torch", "transformers", "safetensors", "huggingface_hub", "accelerate", "datasets", "captum", "scipy"}
+    runtime |= {"scikit-learn", "matplotlib", "pandas", "pillow", "pyyaml"}
+    assert runtime <= set(pins)
+    for name, pinned in pins.items():
+        assert pinned.split("+")[0] == version(name).split("+")[0], name
+
+
+def test_cli_demo_launches_the_app(monkeypatch):
+    import kd_hf.demo
+    from kd_hf.cli import main
+
+    launched = []
+    monkeypatch.setattr(kd_hf.demo, "launch_demo", lambda *args, **kwargs: launched.append((args, kwargs)))
+    main(["demo", "me/student", "--teacher", "me/teacher", "--port", "7999"])
+    assert launched == [
+        (("me/student", "me/teacher"), {"server_name": "127.0.0.1", "server_port": 7999, "share": False})
+    ]
