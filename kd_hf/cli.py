@@ -61,12 +61,24 @@ def parse_recipe(argv: list[str]) -> DistillationConfig:
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="e.g. offline:rotten_tomatoes, or a Hub dataset id")
     parser.add_argument("--dataset_config_name", default=None)
+    parser.add_argument(
+        "--data_files", nargs="+", default=None, metavar="SPLIT=PATH", help="local files, e.g. validation=dev.csv"
+    )
     parser.add_argument("--split", default="validation")
     parser.add_argument("--text_columns", nargs="+", default=["text"])
     parser.add_argument("--image_column", default=None, help="set for image datasets")
     parser.add_argument("--label_column", default="label")
     parser.add_argument("--method", default="integrated_gradients", help="integrated_gradients, saliency, ...")
     parser.add_argument("--n_steps", type=int, default=32, help="integration steps of integrated gradients")
+
+
+def _data_files(pairs: list[str] | None) -> dict | None:
+    if not pairs:
+        return None
+    if not all("=" in pair for pair in pairs):
+        raise SystemExit(f"--data_files takes SPLIT=PATH pairs (e.g. validation=dev.csv), got {pairs}.")
+    files = dict(pair.split("=", 1) for pair in pairs)
+    return {"train": next(iter(files.values())), **files}  # a dataset needs a train split, even to evaluate
 
 
 def explain_parser() -> argparse.ArgumentParser:
@@ -136,6 +148,7 @@ def _explain(argv: list[str]) -> None:
     from . import run
 
     options = vars(explain_parser().parse_args(argv))
+    options["data_files"] = _data_files(options["data_files"])
     report = run.explain(
         options.pop("model"), options.pop("teacher"), options.pop("output_dir"), options.pop("dataset"),
         options.pop("split"), options.pop("num_examples"), options.pop("method"), options.pop("n_steps"),
@@ -157,7 +170,8 @@ def _eval(argv: list[str]) -> None:
         options.model, teacher, options.dataset, output_dir=options.output_dir,
         explanation_examples=options.explanation_examples, explanation_method=options.method,
         explanation_n_steps=options.n_steps, latency_repeats=options.latency_repeats,
-        dataset_config_name=options.dataset_config_name, eval_split=options.split,
+        dataset_config_name=options.dataset_config_name, data_files=_data_files(options.data_files),
+        eval_split=options.split,
         text_columns=options.text_columns, image_column=options.image_column, label_column=options.label_column,
         max_eval_samples=options.max_eval_samples, max_length=options.max_length,
     )  # fmt: skip

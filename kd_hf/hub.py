@@ -22,7 +22,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
-from transformers import PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
 from .card import CARD_FILE, space_readme, write_card
 from .pairing import load_model, load_processor, resolve_model_path
@@ -73,14 +74,24 @@ def read_card(name_or_path: str, revision: str | None = None, token: str | bool 
         return json.load(file)
 
 
+def _task_of(name_or_path: str, revision: str | None = None) -> str:
+    """A model's task from its config, for models without an explanation card."""
+    config = AutoConfig.from_pretrained(name_or_path, revision=revision)
+    image = config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES or any(
+        name.endswith("ForImageClassification") for name in config.architectures or []
+    )
+    return "image-classification" if image else "text-classification"
+
+
 def load_student(name_or_path: str, revision: str | None = None, token: str | bool | None = None) -> LoadedStudent:
     """Load a distilled student from a local folder or the Hub, with its processor and its card's facts.
 
     The model itself needs nothing from kd_hf: `AutoModelForSequenceClassification.from_pretrained(name_or_path)` (or
     `AutoModelForImageClassification`) loads the same weights.
     """
-    card = read_card(resolve_model_path(name_or_path), revision, token)
-    image = card.get("task") == "image-classification"
+    path = resolve_model_path(name_or_path)
+    card = read_card(path, revision, token)
+    image = card.get("task", _task_of(path, revision)) == "image-classification"
     model = load_model(name_or_path, image, revision).eval()
     return LoadedStudent(model, load_processor(name_or_path, image), card)
 

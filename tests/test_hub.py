@@ -109,3 +109,10 @@ def test_push_to_hub_in_a_recipe_pushes_student_and_space_at_the_end(hub_server,
 def test_push_refuses_a_folder_without_safetensors(tmp_path):
     with pytest.raises(SystemExit, match="no model saved as safetensors"):
         main(["push", str(tmp_path), "--repo-id", REPO])
+
+
+def test_load_student_without_a_card_reads_the_task_from_the_config(tmp_path, make_vit):
+    make_vit().save_pretrained(tmp_path / "vit")
+    student = load_student(str(tmp_path / "vit"))
+    assert student.card == {} and student.is_image_model
+    assert student.processor.size["height"] == 8  # a default image processor for the config's image size
