@@ -317,23 +317,26 @@ def _figure(value) -> str:
 
 def results_tables(results: dict) -> str:
     """The report as Markdown tables: task and fidelity, size and speed, explanations (with the random baseline)."""
-    student, teacher = results["student"], results["teacher"] or {}
-    lines = [
-        "| | teacher | student |",
-        "|---|---|---|",
-        f"| accuracy | {_figure(teacher.get('accuracy'))} | {_figure(student['accuracy'])} |",
-        f"| macro-F1 | {_figure(teacher.get('macro_f1'))} | {_figure(student['macro_f1'])} |",
-        f"| top-1 agreement with the teacher | 1 | {_figure(student.get('top1_agreement'))} |",
-        f"| KL(teacher ‖ student) | 0 | {_figure(student.get('predictive_kl'))} |",
-        f"| parameters | {_figure(teacher.get('parameters'))} | {_figure(student['parameters'])} |",
-        f"| size on disk (MB) | {_figure(teacher.get('size_mb'))} | {_figure(student['size_mb'])} |",
+    student, teacher = results["student"], results.get("teacher") or {}
+    rows = [
+        ("accuracy", "accuracy"),
+        ("macro-F1", "macro_f1"),
+        ("top-1 agreement with the teacher", "top1_agreement"),
+        ("KL(teacher ‖ student)", "predictive_kl"),
+        ("parameters", "parameters"),
+        ("size on disk (MB)", "size_mb"),
     ]
-    for key in student["latency_ms"]:
-        size = key.split("_")[1]
+    itself = {"top1_agreement": 1, "predictive_kl": 0}  # the teacher against itself
+    lines = ["| | teacher | student |", "|---|---|---|"]
+    for name, key in rows:
+        if student.get(key) is not None:
+            reference = _figure(teacher.get(key)) if teacher and key not in itself else itself.get(key, "–")
+            lines.append(f"| {name} | {reference if teacher else '–'} | {_figure(student[key])} |")
+    for key, value in student.get("latency_ms", {}).items():
         speedup = student.get("speedup", {}).get(key)
         lines.append(
-            f"| CPU latency, batch {size} (ms, median) | {_figure(teacher.get('latency_ms', {}).get(key))} | "
-            f"{_figure(student['latency_ms'][key])}" + (f" ({speedup:.1f}× faster) |" if speedup else " |")
+            f"| CPU latency, batch {key.split('_')[1]} (ms, median) | {_figure(teacher.get('latency_ms', {}).get(key))}"
+            f" | {_figure(value)}" + (f" ({speedup:.1f}× faster) |" if speedup else " |")
         )
     explanations = results.get("explanations")
     if explanations:

@@ -17,7 +17,13 @@ SECTIONS = ["## How to use", "## Distillation recipe", "## Results", "## Model e
 
 @pytest.fixture
 def run_folder(tiny_text_project, tmp_path):
-    recipe = tiny_text_project(explanation_examples=3, card_examples=2, hub_token="hf_NeverWrittenAnywhere")
+    recipe = tiny_text_project(
+        explanation_examples=3,
+        card_examples=2,
+        hub_token="hf_NeverWrittenAnywhere",
+        eval_strategy="steps",
+        eval_steps=2,
+    )
     main(["distill", str(recipe)])
     return tmp_path / "student"
 
@@ -84,8 +90,11 @@ def test_the_cards_usage_snippet_runs_with_plain_transformers(run_folder):
 
 @pytest.mark.slow
 def test_checkpoints_carry_the_card_and_no_file_holds_the_token(run_folder):
-    assert (run_folder / "checkpoint-2" / "README.md").is_file()
-    assert (run_folder / "checkpoint-2" / "explanation_card.json").is_file()
+    # A checkpoint's card reports the evaluation of the run so far (the full report comes at the end).
+    checkpoint = json.loads((run_folder / "checkpoint-2" / "explanation_card.json").read_text())
+    assert checkpoint["recipe"]["steps"] == 2 and checkpoint["results"]["student"]["step"] == 2
+    card = (run_folder / "checkpoint-2" / "README.md").read_text()
+    assert f"| accuracy | – | {checkpoint['results']['student']['accuracy']:.3f} |" in card
     for path in run_folder.rglob("*"):
         if path.is_file():
             assert b"hf_NeverWrittenAnywhere" not in path.read_bytes(), path
