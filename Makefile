@@ -37,5 +37,14 @@ style: setup
 benchmark: setup $(TEACHER)/model.safetensors
 	$(BIN)/python benchmarks/distill_text.py --teacher $(TEACHER) --seeds 42 43 44
 
+# Step cost against plain fine-tuning and the peers, then batched vs per-example explanations (~15 min on 2 cores).
+# TextBrewer goes into its own folder, never into $(VENV), and is pinned to the CPU torch like everything else.
+.PHONY: benchmark-overhead
+benchmark-overhead: setup $(TEACHER)/model.safetensors
+	test -d benchmarks/.textbrewer/textbrewer || $(BIN)/pip install --quiet --target benchmarks/.textbrewer \
+		--no-deps -c .ci/constraints.txt textbrewer==0.2.1.post1 tensorboardX protobuf
+	$(BIN)/python benchmarks/overhead.py --teacher $(TEACHER)
+	$(BIN)/python benchmarks/explain_throughput.py --model $(TEACHER)
+
 clean:
 	rm -rf outputs

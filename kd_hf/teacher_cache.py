@@ -6,9 +6,14 @@ over a dataset and stores its logits, and optionally its attributions, as column
 `teacher_attributions`) through datasets' fingerprinted `map`: a second call with the same teacher weights, dataset,
 preprocessing and settings reads the cache; any change recomputes it. `DistillationTrainer` then skips the teacher
 whenever a batch holds what its losses need.
+
+The cache is only right when every pass over the data feeds the teacher the same inputs. A dataset with an on-the-fly
+transform (`set_transform` / `with_transform`, the usual place of random augmentation) or one that is not a
+`datasets.Dataset` (a stream, a torch dataset) is left uncached, with a warning: the teacher then runs at every step.
 """
 
 import hashlib
+import logging
 
 import datasets
 import torch
@@ -19,8 +24,22 @@ from .data import TEACHER_CACHE_COLUMNS, model_inputs
 from .explain.gradients import gradient_attribution
 
 
+logger = logging.getLogger(__name__)
+
 # Bump when the cached values change meaning, so that old caches are not reused.
 CACHE_VERSION = 1
+
+
+def uncacheable_reason(dataset) -> str | None:
+    """Why the teacher's outputs on `dataset` cannot be computed once and reused, or `None` when they can."""
+    if not isinstance(dataset, datasets.Dataset):
+        return f"a {type(dataset).__name__} is not a `datasets.Dataset`, whose rows could hold them"
+    if dataset.format["type"] == "custom":
+        return (
+            "it has an on-the-fly transform (`set_transform` / `with_transform`), whose output may differ at every "
+            "epoch (random augmentation)"
+        )
+    return None
 
 
 def weights_digest(model: nn.Module) -> str:
@@ -42,6 +61,9 @@ def cache_teacher_outputs(
 ) -> datasets.Dataset:
     """Add `teacher_logits` (and `teacher_attributions`) columns computed by `teacher` in eval mode.
 
+    A dataset that may give other inputs at every pass (see `uncacheable_reason`) is returned unchanged, with a
+    warning; a dict of datasets (several eval sets) is cached member by member.
+
     Args:
         dataset (`datasets.Dataset`): model inputs (as `kd_hf.data.prepare_datasets` makes them).
         teacher (`nn.Module`): the teacher, on the device it should run on.
@@ -54,6 +76,13 @@ def cache_teacher_outputs(
     Returns:
         `datasets.Dataset`: `dataset` with the cached columns (replacing any from an earlier teacher).
     """
+    options = dict(attributions=attributions, attribution_method=attribution_method, batch_size=batch_size)
+    if isinstance(dataset, dict):
+        return {name: cache_teacher_outputs(part, teacher, collator, **options) for name, part in dataset.items()}
+    reason = uncacheable_reason(dataset)
+    if reason is not None:
+        logger.warning("Teacher cache off for this dataset: %s. The teacher runs at every step instead.", reason)
+        return dataset
     dataset = dataset.remove_columns([c for c in TEACHER_CACHE_COLUMNS if c in dataset.column_names])
     fingerprint = Hasher.hash(
         [dataset._fingerprint, weights_digest(teacher), attributions, attribution_method, CACHE_VERSION]
