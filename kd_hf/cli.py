@@ -106,6 +106,11 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_length", type=int, default=128, help="maximum tokens per text")
     parser.add_argument("-n", "--explanation_examples", type=int, default=20, help="examples both models explain")
     parser.add_argument("--latency_repeats", type=int, default=10, help="timed forward passes per batch size")
+    parser.add_argument(
+        "--global_examples", type=int, default=200,
+        help="examples of the global report: feature importance, surrogate rules, representations, robustness "
+        "(0 skips it)",
+    )  # fmt: skip
     parser.add_argument("--output_dir", default="eval_report")
     return parser
 
@@ -170,12 +175,17 @@ def _eval(argv: list[str]) -> None:
         options.model, teacher, options.dataset, output_dir=options.output_dir,
         explanation_examples=options.explanation_examples, explanation_method=options.method,
         explanation_n_steps=options.n_steps, latency_repeats=options.latency_repeats,
+        global_examples=options.global_examples,
         dataset_config_name=options.dataset_config_name, data_files=_data_files(options.data_files),
         eval_split=options.split,
         text_columns=options.text_columns, image_column=options.image_column, label_column=options.label_column,
         max_eval_samples=options.max_eval_samples, max_length=options.max_length,
     )  # fmt: skip
     print(results_tables(results))
+    if results.get("global"):
+        from .interpret import global_summary
+
+        print(global_summary(results["global"]))
     print(f"Wrote {options.output_dir}/{REPORT_FILE} and eval_results.json")
 
 

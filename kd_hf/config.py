@@ -267,6 +267,13 @@ class DistillationConfig(TrainingArguments):
     card_examples: int = field(
         default=3, metadata={"help": "Example explanations shown in the card and offered by the Space (>= 0)."}
     )
+    global_examples: int = field(
+        default=0,
+        metadata={
+            "help": "Eval examples of the final report's global view of teacher and student (feature importance, "
+            "surrogate rules, representations, robustness of explanations), shown in the card; 0 skips it (>= 0)."
+        },
+    )
     card_license: str | None = field(
         default=None, metadata={"help": "License of the student in its card (e.g. `apache-2.0`, the teacher's)."}
     )
@@ -376,6 +383,10 @@ class DistillationConfig(TrainingArguments):
             )
         if self.explanation_examples < 0 or self.card_examples < 0:
             raise ValueError("`explanation_examples` and `card_examples` must be >= 0 (0 turns them off).")
+        if self.global_examples < 0:
+            raise ValueError(
+                f"`global_examples` must be >= 0 (0 turns the global report off), got {self.global_examples}."
+            )
         if self.explanation_n_steps < 2:
             raise ValueError(f"`explanation_n_steps` must be >= 2, got {self.explanation_n_steps}.")
         if self.explanation_method not in ALL_EXPLANATION_METHODS:

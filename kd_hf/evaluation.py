@@ -157,21 +157,26 @@ def evaluate_student(
     explanation_method: str = "integrated_gradients",
     explanation_n_steps: int = 32,
     latency_repeats: int = 10,
+    global_examples: int = 0,
     student_processor=None,
     teacher_processor=None,
+    student_name: str | None = None,
     **data_fields,
 ) -> dict:
     """Evaluate a student (and compare it with its teacher, if given) on a dataset's eval split; write the report.
 
     Args:
         student, teacher (`str` or `PreTrainedModel`): folders or Hub ids, or loaded models (then pass their
-            processors too). The teacher is optional: without it only task quality, size and speed are reported.
+            processors too, and the student's `student_name` for the report). The teacher is optional: without it
+            only task quality, size and speed are reported.
         dataset_name (`str`, *optional*): the dataset, as in a recipe; or pass `config`.
         output_dir (`str`): where the report goes.
         config (`DistillationConfig`, *optional*): the recipe whose data fields (dataset, split, columns,
             `max_eval_samples`, `max_length`) say what to evaluate on.
         explanation_examples (`int`): examples explained by both models (0 skips explanations).
         latency_repeats (`int`): forward passes timed per batch size (the median is reported).
+        global_examples (`int`): examples of the global report of `kd_hf.interpret` (importance, surrogate rules,
+            representations, robustness; 0 skips it), stored as `results["global"]`, PNGs under `global/`.
         data_fields: more recipe data fields when no `config` is given (`eval_split`, `text_columns`, ...).
 
     Returns:
@@ -187,7 +192,7 @@ def evaluate_student(
             load_processor(student, image),
         )
     else:
-        student_name = student.config.name_or_path
+        student_name = student_name or student.config.name_or_path
     if isinstance(teacher, str):
         teacher_name, teacher, teacher_processor = (
             teacher,
@@ -239,6 +244,7 @@ def evaluate_student(
         },
         "teacher": None,
         "explanations": None,
+        "global": None,
     }
     matrices = {"student": confusion_matrix(labels, student_logits.argmax(-1).numpy(), labels=range(len(label_names)))}
     if teacher is not None:
@@ -267,6 +273,13 @@ def evaluate_student(
             )  # fmt: skip
             if comparison is not None:
                 results["explanations"] = _write_explanations(comparison, output_dir, shown, inputs)
+        if global_examples > 0:
+            from .interpret.report import global_report_of_split
+
+            results["global"] = global_report_of_split(
+                config, evaluation, processed, labels, student, teacher, student_processor, teacher_processor,
+                global_examples, output_dir, explanation_method, explanation_n_steps, order,
+            )  # fmt: skip
     _plot_confusion_matrices(matrices, label_names, os.path.join(output_dir, "confusion_matrix.png"))
     write_results(results, output_dir)
     return results
@@ -383,6 +396,10 @@ def write_results(results: dict, output_dir: str) -> None:
             f"# Evaluation: {results['student']['name_or_path']}\n\n{dataset['name']}, split "
             f"{dataset['split']!r}, {dataset['num_examples']} examples.\n\n{results_tables(results)}"
         )
+        if results.get("global"):
+            from .interpret import global_summary
+
+            file.write(f"\n## Global behaviour\n\n{global_summary(results['global'])}")
 
 
 def _plot_confusion_matrices(matrices: dict, label_names: list[str], path: str) -> None:

@@ -128,8 +128,10 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
             explanation_examples=args.explanation_examples,
             explanation_method=args.explanation_method,
             explanation_n_steps=args.explanation_n_steps,
+            global_examples=args.global_examples,
             student_processor=processor,
             teacher_processor=teacher_processor,
+            student_name=args.hub_model_id or args.output_dir,
         )
         trainer.write_card(results=results)
         logger.info("Wrote the evaluation report and the explanation card to %s", args.output_dir)

@@ -153,7 +153,13 @@ def _eval_results(facts: dict) -> list[EvalResult] | None:
 def _summary(facts: dict) -> str:
     student, teacher = facts["student"], facts["teacher"]
     task = facts["task"].replace("-", " ")
-    line = f"A {student['parameters'] / 1e6:.1f}M-parameter {student['model_type']} for {task}"
+    shape = ", ".join(
+        f"{value} {name}" for name, value in (("layers", student["num_hidden_layers"]), ("hidden", student["hidden_size"]))
+        if value is not None
+    )  # fmt: skip
+    line = f"A {student['parameters'] / 1e6:.1f}M-parameter {student['architecture']}"
+    line += f" ({shape})" if shape else ""
+    line += f" for {task}"
     if teacher:
         link = f"[{teacher}](https://huggingface.co/{teacher})" if is_hub_id(teacher) else f"`{teacher}`"
         line += f", distilled from the teacher {link}"
@@ -222,6 +228,7 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
     recipe_rows += [(RECIPE_FIELDS.get(name, name), _format(value)) for name, value in facts["recipe"].items()]
     space_id = facts.get("space_id")
     from ..evaluation import results_tables
+    from ..interpret import global_summary
 
     return ModelCard.from_template(
         card_data,
@@ -243,6 +250,7 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
         examples=explanations.get("examples", [])[: len(facts.get("examples", [])) or 3],
         method_name=(explanations.get("settings") or {}).get("method", "attribution methods"),
         num_examples=(results.get("dataset") or {}).get("num_examples", "the"),
+        global_behaviour=global_summary(results["global"]) if results.get("global") else None,
     )
 
 

@@ -1,0 +1,274 @@
+"""The global report: what teacher and student rely on overall, how alike their representations are, and how
+steady their explanations are, on a bounded sample (`kd-hf eval --global_examples N`).
+
+```python
+from kd_hf.interpret import global_report
+
+report = global_report(teacher, student, texts, labels, ["negative", "positive"], "eval", tokenizer=tokenizer)
+report["surrogate"]["student"]["fidelity"], report["representation"]["penultimate_cka"]
+```
+
+Writes `global/global_report.json`, `global/importance.png`, `global/representation.png` and `global/cka.png`
+under `output_dir`; the returned dict (what `eval_results.json` holds under `global`) names them relative to it.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..explain import explain_images, explain_text
+from ..explain.vision import patch_grid_size
+from . import importance, representation, robustness, surrogate
+
+
+logger = logging.getLogger(__name__)
+
+FOLDER = "global"
+ROLES = ("teacher", "student")
+
+
+def _explain(model, examples, tokenizer, method, n_steps, grid_size, max_length):
+    if tokenizer is not None:
+        return explain_text(model, tokenizer, examples, method, n_steps=n_steps, max_length=max_length)
+    return explain_images(model, examples, method, n_steps=n_steps, grid_size=grid_size)
+
+
+def _batches(examples, tokenizer, max_length, batch_size=32):
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        if tokenizer is None:
+            yield {"pixel_values": chunk}
+        else:
+            yield dict(tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+
+
+def global_report(
+    teacher,
+    student,
+    examples,
+    labels,
+    label_names: list[str],
+    output_dir: str,
+    tokenizer=None,
+    teacher_tokenizer=None,
+    teacher_examples=None,
+    teacher_order: list[int] | None = None,
+    method: str = "integrated_gradients",
+    n_steps: int = 32,
+    top_k: int = 10,
+    max_depth: int = 3,
+    robustness_examples: int = 50,
+    robustness_n_steps: int = 16,
+    max_length: int = 128,
+    seed: int = 0,
+) -> dict:
+    """Global feature importance, surrogate rules, feature-space views and robustness, for teacher and student.
+
+    Args:
+        teacher, student (`PreTrainedModel`): the two classifiers.
+        examples (`list[str]` or `torch.Tensor`): texts (with `tokenizer`) or the student's `[n, c, h, w]` pixels.
+        labels (`np.ndarray`): true class ids, in the student's label order.
+        label_names (`list[str]`): the student's class names.
+        output_dir (`str`): the PNGs and JSON go to `output_dir/global/`.
+        tokenizer, teacher_tokenizer: the student's and (if it differs) the teacher's tokenizer; `None` for images.
+        teacher_examples (`torch.Tensor`, *optional*): the teacher's own pixels, when it preprocesses differently.
+        teacher_order (`list[int]`, *optional*): student class i is the teacher's class `teacher_order[i]`.
+        method (`str`): `integrated_gradients`, `input_x_gradient` or `saliency` (others use integrated gradients).
+        n_steps (`int`): integration steps for importance; `robustness_n_steps` for the (many more) robustness runs.
+        top_k (`int`): words or patch-grid cells per class compared between the models.
+        max_depth (`int`): depth of the surrogate trees.
+        robustness_examples (`int`): the first examples perturbed (robustness costs many explanations per example).
+    """
+    text = tokenizer is not None
+    method = method if method in robustness.GRADIENT_METHODS else "integrated_gradients"
+    labels = np.asarray(labels)
+    grid_size = None if text else patch_grid_size(student)
+    inputs = {"teacher": teacher_examples if teacher_examples is not None else examples, "student": examples}
+    tokenizers = {"teacher": teacher_tokenizer or tokenizer, "student": tokenizer}
+    models = {"teacher": teacher, "student": student}
+    to_student = {t: s for s, t in enumerate(teacher_order)} if teacher_order is not None else None
+    folder = os.path.join(output_dir, FOLDER)
+    os.makedirs(folder, exist_ok=True)
+    r = min(robustness_examples, len(labels))
+
+    progress = tqdm(total=8, desc="Global report")
+    explained = {}
+    for role in ROLES:
+        progress.set_postfix_str(f"explaining ({role})")
+        found = _explain(models[role], inputs[role], tokenizers[role], method, n_steps, grid_size, max_length)
+        if role == "teacher" and to_student is not None:
+            found = [
+                dataclasses.replace(e, target=to_student[e.target], label=label_names[to_student[e.target]])
+                for e in found
+            ]
+        explained[role] = found
+        progress.update()
+    predictions = {role: np.array([e.target for e in explained[role]]) for role in ROLES}
+
+    progress.set_postfix_str("importance")
+    if text:
+        ranked = {role: importance.word_importance(explained[role], label_names) for role in ROLES}
+        found = importance.class_importance(ranked["teacher"], ranked["student"], label_names, top_k)
+        importance.plot_word_importance(found, os.path.join(folder, "importance.png"), top_k)
+    else:
+        grids = {role: importance.grid_importance(explained[role], label_names) for role in ROLES}
+        found = importance.class_importance(grids["teacher"], grids["student"], label_names, top_k, image=True)
+        pictures = examples.float().mean(1).numpy()
+        means = {name: pictures[labels == c].mean(0) for c, name in enumerate(label_names) if (labels == c).any()}
+        importance.plot_grid_importance(found, means, os.path.join(folder, "importance.png"))
+    report = {"num_examples": len(labels), "importance": {**found, "png": f"{FOLDER}/importance.png"}}
+    progress.update()
+
+    progress.set_postfix_str("surrogate rules")
+    train, test = surrogate.split_indices(len(labels), seed=seed)
+    if text:
+        features, names = surrogate.bag_of_words(examples, train)
+        described = "binary bag of words (words in >= 2 training texts)"
+    else:
+        features, names = surrogate.pooled_patches(examples, grid_size)
+        described = f"mean intensity of each cell of the {grid_size}x{grid_size} patch grid"
+    fitted = {
+        role: surrogate.fit_surrogate(
+            features, predictions[role], names, label_names, train, test, labels, max_depth, seed
+        )
+        for role in ROLES
+    }
+    report["surrogate"] = {
+        "features": described,
+        "num_features": len(names),
+        "max_depth": max_depth,
+        "train_examples": len(train),
+        "test_examples": len(test),
+        **{role: {k: v for k, v in fitted[role].items() if k != "tree"} for role in ROLES},
+    }
+    progress.update()
+
+    progress.set_postfix_str("representations")
+    penultimate, layers = {}, {}
+    for role in ROLES:
+        penultimate[role], layers[role] = representation.representations(
+            models[role], _batches(inputs[role], tokenizers[role], max_length)
+        )
+    views = {role: representation.projections(penultimate[role], seed) for role in ROLES}
+    representation.plot_projections(views, labels, label_names, os.path.join(folder, "representation.png"))
+    cka = representation.layer_cka(layers["teacher"], layers["student"])
+    representation.plot_cka(cka["cka_matrix"], cka["layers"], os.path.join(folder, "cka.png"))
+    report["representation"] = {
+        "penultimate": "input of the classification head (BERT: pooled [CLS]; ViT: normed [CLS])",
+        "layer_features": "mean over real tokens (text) or over all tokens (images) of each layer's states",
+        "penultimate_cka": representation.linear_cka(penultimate["teacher"], penultimate["student"]),
+        **cka,
+        "projections": list(views["student"]),
+        "png": f"{FOLDER}/representation.png",
+        "cka_png": f"{FOLDER}/cka.png",
+    }
+    progress.update()
+
+    settings = {"examples": r, "method": method, "n_steps": robustness_n_steps, "radius": 0.05, "n_perturb_samples": 5}
+    report["robustness"] = {"settings": settings}
+    for role in ROLES:
+        progress.set_postfix_str(f"robustness ({role})")
+        model, own = models[role], explained[role][:r]
+        targets = [e.target if to_student is None or role == "student" else teacher_order[e.target] for e in own]
+        options = dict(
+            method=method,
+            n_steps=robustness_n_steps,
+            radius=settings["radius"],
+            n_perturb_samples=settings["n_perturb_samples"],
+            seed=seed,
+        )
+        if text:
+            values = robustness.text_sensitivity(
+                model, tokenizers[role], examples[:r], targets, max_length=max_length, **options
+            )
+            own = [dataclasses.replace(e, target=t) for e, t in zip(own, targets)]
+            perturbed = {
+                "drop_word": robustness.drop_word(
+                    model, tokenizers[role], examples[:r], own, method, robustness_n_steps, max_length
+                )
+            }
+        else:
+            values = robustness.image_sensitivity(model, inputs[role][:r], targets, **options)
+            own = [dataclasses.replace(e, target=t) for e, t in zip(own, targets)]
+            perturbed = robustness.image_perturbations(
+                model, inputs[role][:r], own, method, robustness_n_steps, grid_size=grid_size, seed=seed
+            )
+        report["robustness"][role] = {"sensitivity_max": robustness.summarize(values, seed), **perturbed}
+        progress.update()
+    progress.close()
+
+    report["settings"] = {
+        "method": method,
+        "n_steps": n_steps,
+        "explained_class": "each model's own prediction",
+        "top_k": top_k,
+        "task": "text-classification" if text else "image-classification",
+    }
+    with open(os.path.join(folder, "global_report.json"), "w") as file:
+        json.dump(report, file, indent=2, default=_json)
+    return json.loads(json.dumps(report, default=_json))
+
+
+def _json(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray | torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def global_report_of_split(
+    config,
+    evaluation,
+    processed,
+    labels,
+    student,
+    teacher,
+    student_processor,
+    teacher_processor,
+    n,
+    output_dir,
+    method,
+    n_steps,
+    teacher_order=None,
+) -> dict | None:
+    """`global_report` on the first `n` examples of an evaluation split (`evaluate_student`'s raw and processed
+    splits); `None` for sentence pairs, which it does not support."""
+    n = min(n, len(labels))
+    options = dict(
+        label_names=[student.config.id2label[i] for i in range(student.config.num_labels)],
+        output_dir=output_dir,
+        teacher_order=teacher_order,
+        method=method,
+        n_steps=n_steps,
+        seed=config.seed,
+    )
+    if config.is_image_task:
+        sample = processed.select(range(n))[:]
+        return global_report(
+            teacher,
+            student,
+            sample["pixel_values"],
+            labels[:n],
+            teacher_examples=sample.get("teacher_pixel_values"),
+            **options,
+        )
+    if len(config.text_columns) > 1:
+        logger.warning("The global report does not support sentence pairs yet: skipping it.")
+        return None
+    texts = evaluation.select(range(n))[config.text_columns[0]]
+    return global_report(
+        teacher,
+        student,
+        texts,
+        labels[:n],
+        tokenizer=student_processor,
+        teacher_tokenizer=teacher_processor,
+        max_length=config.max_length,
+        **options,
+    )

@@ -1,0 +1,109 @@
+"""The global report in Markdown, for `eval_report.md` and the explanation card's "Global behaviour" section."""
+
+ROLES = ("teacher", "student")
+
+
+def _number(value, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "–"
+    if isinstance(value, dict):
+        return (
+            f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
+            if value["n"]
+            else "–"
+        )
+    return f"{value:.{digits}f}"
+
+
+def global_summary(report: dict) -> str:
+    """The global report in Markdown: a teacher / student table, top features per class, the surrogates' rules and
+    the plots (paths relative to the evaluation folder)."""
+    text = report["settings"]["task"] == "text-classification"
+    importance_, rules, layers = report["importance"], report["surrogate"], report["representation"]
+    robust = report["robustness"]
+    k = importance_["top_k"]
+    pairs = ", ".join(f"{p['student_layer']}↔{p['teacher_layer']}: {p['cka']:.2f}" for p in layers["layers"])
+    rows = [
+        (
+            f"surrogate tree fidelity (depth {rules['max_depth']}, {rules['test_examples']} held-out examples)",
+            _number(rules["teacher"]["fidelity"]),
+            _number(rules["student"]["fidelity"]),
+        ),
+        (
+            "surrogate tree accuracy on the true labels",
+            _number(rules["teacher"]["accuracy"]),
+            _number(rules["student"]["accuracy"]),
+        ),
+        (
+            f"top-{k} {'words' if text else 'cells'} per class shared with the teacher (mean over classes)",
+            "–",
+            _number(importance_["mean_overlap"]),
+        ),
+        ("linear CKA with the teacher, penultimate representation", "1.00", _number(layers["penultimate_cka"])),
+        ("linear CKA per mapped layer (student↔teacher)", "–", pairs or "–"),
+        (
+            "explanation max-sensitivity (lower is steadier)",
+            _number(robust["teacher"]["sensitivity_max"]),
+            _number(robust["student"]["sensitivity_max"]),
+        ),
+    ]
+    perturbations = (
+        [("drop_word", "least important word dropped")]
+        if text
+        else [("noise", "Gaussian noise"), ("fgsm", "one FGSM step")]
+    )
+    for key, words in perturbations:
+        rows.append(
+            (
+                f"{words}: Spearman ρ of explanations before/after",
+                _number(robust["teacher"][key]["spearman"]),
+                _number(robust["student"][key]["spearman"]),
+            )
+        )
+        rows.append(
+            (
+                f"{words}: predictions flipped",
+                _number(robust["teacher"][key]["flip_rate"]),
+                _number(robust["student"][key]["flip_rate"]),
+            )
+        )
+    settings = report["settings"]
+    lines = [
+        f"Global behaviour on {report['num_examples']} examples ({settings['method']}, each model explaining its own "
+        f"prediction; robustness on the first {robust['settings']['examples']}; intervals are bootstrap 95%).",
+        "",
+        "| | teacher | student |",
+        "|---|---|---|",
+        *(f"| {name} | {t} | {s} |" for name, t, s in rows),
+        "",
+    ]
+    if text:
+        lines += [f"| class | teacher's top-{k} words | student's top-{k} words | shared |", "|---|---|---|---|"]
+        for name, both in importance_["classes"].items():
+            words = [", ".join(w["word"] for w in both[role]) or "–" for role in ROLES]
+            lines.append(f"| {name} | {words[0]} | {words[1]} | {_percent(both['overlap'])} |")
+    else:
+        shared = ", ".join(f"{name}: {_percent(c['overlap'])}" for name, c in importance_["classes"].items())
+        lines.append(f"Top-{k} patch-grid cells shared with the teacher, per class: {shared}.")
+    lines += [
+        "",
+        f"![global importance]({importance_['png']})",
+        "",
+        f"![representations]({layers['png']}) ![CKA per layer]({layers['cka_png']})",
+        "",
+    ]
+    for role in ROLES:
+        lines += [
+            f"The {role}'s surrogate rules (fidelity {_number(rules[role]['fidelity'])}, "
+            f"features: {rules['features']}):",
+            "",
+            "```text",
+            rules[role]["rules"].rstrip(),
+            "```",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def _percent(value) -> str:
+    return "–" if value is None else f"{value:.0%}"
