@@ -153,12 +153,13 @@ def _eval_results(facts: dict) -> list[EvalResult] | None:
 def _summary(facts: dict) -> str:
     student, teacher = facts["student"], facts["teacher"]
     task = facts["task"].replace("-", " ")
-    shape = ", ".join(
-        f"{value} {name}" for name, value in (("layers", student["num_hidden_layers"]), ("hidden", student["hidden_size"]))
-        if value is not None
-    )  # fmt: skip
+    shape = []
+    if student["num_hidden_layers"] is not None:
+        shape.append(f"{student['num_hidden_layers']} layers")
+    if student["hidden_size"] is not None:
+        shape.append(f"hidden {student['hidden_size']}")
     line = f"A {student['parameters'] / 1e6:.1f}M-parameter {student['architecture']}"
-    line += f" ({shape})" if shape else ""
+    line += f" ({', '.join(shape)})" if shape else ""
     line += f" for {task}"
     if teacher:
         link = f"[{teacher}](https://huggingface.co/{teacher})" if is_hub_id(teacher) else f"`{teacher}`"
