@@ -246,6 +246,22 @@ class DistillationConfig(TrainingArguments):
         },
     )
 
+    peft_config: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Train the student through a PEFT adapter: the fields of a peft config (`peft_type` defaults to "
+            "LORA), e.g. `{r: 8, lora_alpha: 16, target_modules: [query, value]}`; the classification head trains "
+            "in full. Checkpoints hold the adapter."
+        },
+    )
+    merge_adapter: bool = field(
+        default=True,
+        metadata={
+            "help": "With `peft_config`: save (and push) the student merged into plain weights, loadable without "
+            "peft, with the adapter kept in `adapter/`; false saves the adapter alone."
+        },
+    )
+
     # Evaluation, card and Hub.
     explanation_examples: int = field(
         default=20,
@@ -323,7 +339,10 @@ class DistillationConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("teacher_model_init_kwargs", "model_init_kwargs", "model_config", "data_files", "label_mapping"):
+        for name in (
+            "teacher_model_init_kwargs", "model_init_kwargs", "model_config", "data_files", "label_mapping",
+            "peft_config",
+        ):  # fmt: skip
             setattr(self, name, _as_dict(getattr(self, name), name))
 
         # Fields with `choices` (divergence, model_init, attention_heads, ...) hold one of them.
@@ -380,6 +399,11 @@ class DistillationConfig(TrainingArguments):
         if self.teacher_layers is not None and (not self.teacher_layers or min(self.teacher_layers) < 0):
             raise ValueError(
                 f"`teacher_layers` must be a non-empty list of 0-based layer indices, got {self.teacher_layers}."
+            )
+        if self.peft_config and not self.merge_adapter and self.model_init != "checkpoint":
+            raise ValueError(
+                "`merge_adapter: false` saves the adapter alone, which needs its base weights on disk or the Hub: use "
+                "`model_init: checkpoint` with `model_name_or_path`, or keep `merge_adapter: true`."
             )
         if self.explanation_examples < 0 or self.card_examples < 0:
             raise ValueError("`explanation_examples` and `card_examples` must be >= 0 (0 turns them off).")

@@ -32,8 +32,9 @@ from .pairing import load_model, load_processor, resolve_model_path
 logger = logging.getLogger(__name__)
 
 # What a training run leaves in its folder that is not part of the published student: checkpoints (optimizer state),
-# pickled training arguments, TensorBoard runs, Trainer's private files, and the Space (it has its own repo).
-NOT_PUBLISHED = ("checkpoint-*", "_*", "training_args.bin", "runs", "space", "*.pt", "*.pth")
+# pickled training arguments, TensorBoard runs, Trainer's private files, the Space (it has its own repo), and the
+# adapter of a student that was merged into plain weights (its base was never saved).
+NOT_PUBLISHED = ("checkpoint-*", "_*", "training_args.bin", "runs", "space", "*.pt", "*.pth", "adapter")
 SPACE_SOURCE = Path(__file__).resolve().parent.parent / "space"
 # huggingface_hub's HTTP errors are OSErrors; its transport's (a refused connection, a timeout) share their base.
 HUB_ERRORS = (OSError, *HfHubHTTPError.__bases__)

@@ -5,6 +5,7 @@ logits are re-indexed into the student's order) and each model gets its own prep
 """
 
 import copy
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from .data.vision import default_image_processor
 
 logger = logging.getLogger(__name__)
 
+ADAPTER_CONFIG = "adapter_config.json"
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
 _LAYER_KEY = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
 
@@ -38,10 +40,10 @@ def resolve_model_path(name_or_path: str) -> str:
     """
     path = offline_model_path(name_or_path)
     if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "config.json")):
+        if not any(os.path.isfile(os.path.join(path, name)) for name in ("config.json", ADAPTER_CONFIG)):
             raise FileNotFoundError(
-                f"Model folder {path!r} has no config.json; point to a folder saved with "
-                "`save_pretrained`, or to a Hub id like 'user/model'."
+                f"Model folder {path!r} has no config.json (nor a PEFT adapter_config.json); point to a folder saved "
+                "with `save_pretrained`, or to a Hub id like 'user/model'."
             )
         return path
     if (
@@ -75,6 +77,9 @@ def load_model(
     `dtype` (`bfloat16`, ...) loads the weights straight into that precision; `auto` leaves it to `init_kwargs`.
     """
     path = resolve_model_path(name_or_path)
+    base = adapter_base(path, revision)
+    if base is not None:
+        return _load_adapter(path, base, image, revision, init_kwargs, trust_remote_code, dtype, **config_kwargs)
     init_kwargs = {**(init_kwargs or {}), **({"dtype": getattr(torch, dtype)} if dtype != "auto" else {})}
     return auto_model_class(image).from_pretrained(
         path,
@@ -86,14 +91,44 @@ def load_model(
     )
 
 
+def adapter_base(name_or_path: str, revision: str | None = None) -> str | None:
+    """The base model of a PEFT adapter (a folder or Hub repo with `adapter_config.json`); `None` for a full model."""
+    from transformers.utils import find_adapter_config_file
+
+    config_file = find_adapter_config_file(name_or_path, revision=revision)
+    if config_file is None:
+        return None
+    with open(config_file) as file:
+        return json.load(file)["base_model_name_or_path"]
+
+
+def _load_adapter(path, base, image, revision, init_kwargs, trust_remote_code, dtype, **config_kwargs):
+    """A PEFT adapter over its base model, merged into plain weights: a frozen teacher runs faster merged, and a
+    merged student is what plain transformers loads."""
+    from peft import PeftModel
+
+    try:  # the adapter's own config.json (kd_hf saves one) names the labels of the head it trained
+        labels = label_config(_labels(AutoConfig.from_pretrained(path, revision=revision)))
+    except (OSError, ValueError):  # no config.json beside the adapter
+        labels = {}
+    model = load_model(base, image, None, init_kwargs, trust_remote_code, dtype, **{**labels, **config_kwargs})
+    logger.info("%s is a PEFT adapter over %s: loaded and merged into its weights.", path, base)
+    return PeftModel.from_pretrained(model, path, revision=revision).merge_and_unload()
+
+
 def load_processor(model_or_path: PreTrainedModel | str, image: bool = False, trust_remote_code: bool = False):
-    """The tokenizer or image processor saved with a model; a default one for config-built vision models."""
+    """The tokenizer or image processor saved with a model (or with an adapter's base model); a default one for
+    config-built vision models."""
     if isinstance(model_or_path, PreTrainedModel):
         config = model_or_path.config
         path = config.name_or_path
     else:
         path = resolve_model_path(model_or_path)
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        base = adapter_base(path)
+        if base is not None and not _has_processor(path, image):
+            path = resolve_model_path(base)
+        source = resolve_model_path(base) if base is not None else path
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     if image:
         try:
             return AutoImageProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -111,6 +146,14 @@ def use_eager_attention(model: PreTrainedModel, role: str, reason: str) -> None:
             "Switching the %s from %s to eager attention: %s.", role, model.config._attn_implementation, reason
         )
         model.set_attn_implementation("eager")
+
+
+def _has_processor(path: str, image: bool) -> bool:
+    try:
+        (AutoImageProcessor if image else AutoTokenizer).from_pretrained(path)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def label_config(labels: list[str]) -> dict:
@@ -263,3 +306,39 @@ def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> P
         config = AutoConfig.for_model(overrides.pop("model_type"), **overrides)
     config.update(label_config(labels))
     return auto_model_class(image).from_config(config, trust_remote_code=args.trust_remote_code)
+
+
+def apply_peft(student: PreTrainedModel, peft_config: dict, image: bool = False):
+    """Wrap `student` for adapter training: only the adapter (LoRA by default) and the classification head train.
+
+    `peft_config` holds the fields of a peft config (`peft_type` defaults to `LORA`), e.g. `{r: 8, lora_alpha: 16,
+    target_modules: [query, value]}`. The head is trained in full (`modules_to_save`): a new task needs a new head.
+    """
+    from peft import get_peft_config, get_peft_model
+
+    fields = {"peft_type": "LORA", **peft_config}
+    if image:  # peft has no image-classification task type: name the head itself
+        fields.setdefault("modules_to_save", [_head_name(student)])
+    else:
+        fields.setdefault("task_type", "SEQ_CLS")  # which makes peft train the classifier head in full
+    try:
+        model = get_peft_model(student, get_peft_config(fields))
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"`peft_config` {peft_config} is not a valid peft config ({error}); e.g. `{{r: 8, lora_alpha: 16, "
+            "target_modules: [query, value]}` for LoRA on BERT's attention."
+        ) from error
+    trainable, total = model.get_nb_trainable_parameters()
+    logger.info(
+        "Training %s of %s student parameters through the adapter (%.2f%%).", trainable, total, 100 * trainable / total
+    )
+    return model
+
+
+def _head_name(model: PreTrainedModel) -> str:
+    for name in ("classifier", "score", "fc", "head"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return name
+    raise ValueError(
+        f"Cannot find the classification head of {type(model).__name__}; set `modules_to_save` in `peft_config`."
+    )

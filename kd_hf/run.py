@@ -16,7 +16,7 @@ from .data import (
 )
 from .evaluation import evaluate_student, explain_sample
 from .metrics import classification_metrics
-from .pairing import build_student, load_model, load_processor
+from .pairing import apply_peft, build_student, load_model, load_processor
 from .trainer import DistillationTrainer
 
 
@@ -63,6 +63,8 @@ def train(args: DistillationConfig) -> Trainer:
     raw_datasets = load_raw_datasets(args)
     set_seed(args.seed)  # a model built from a config starts from the recipe's seed
     model = build_student(args, None, label_names(raw_datasets[0], args.label_column))
+    if args.peft_config:
+        model = apply_peft(model, args.peft_config, args.is_image_task)
     processor = _processor(args, model, args.model_name_or_path)
     train_dataset, eval_dataset = prepare_datasets(
         args, processor, num_channels=_num_channels(model), raw_datasets=raw_datasets
@@ -96,6 +98,8 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
     raw_datasets = load_raw_datasets(args)
     set_seed(args.seed)  # a student built from a config starts from the recipe's seed
     student = build_student(args, teacher, label_names(raw_datasets[0], args.label_column))
+    if args.peft_config:
+        student = apply_peft(student, args.peft_config, image)
     teacher_processor = load_processor(args.teacher_model_name_or_path, image, args.trust_remote_code)
     if args.model_init == "checkpoint" or (args.model_init == "config" and args.model_name_or_path):
         processor = _processor(args, student, args.model_name_or_path)

@@ -254,8 +254,26 @@ class DistillationTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the student (never the teacher) and, on the main process, its explanation card next to it."""
         super().save_model(output_dir, _internal_call)
+        folder = output_dir or self.args.output_dir
         if self.args.should_save:
-            self.write_card(output_dir or self.args.output_dir)
+            if self.args.peft_config and os.path.abspath(folder) == os.path.abspath(self.args.output_dir):
+                self._save_final_adapter(folder)
+            self.write_card(folder)
+
+    def _save_final_adapter(self, folder: str) -> None:
+        """The end of an adapter run (checkpoints keep the adapter alone): by default the student merged into plain
+        weights that load without peft, the adapter moved to `adapter/`; else the adapter with the student's config,
+        whose labels plain transformers and kd_hf read."""
+        student = self.accelerator.unwrap_model(self.model)
+        if not self.args.merge_adapter:
+            student.config.save_pretrained(folder)
+            return
+        adapter = os.path.join(folder, "adapter")
+        os.makedirs(adapter, exist_ok=True)
+        for name in os.listdir(folder):
+            if name.startswith("adapter_"):
+                os.replace(os.path.join(folder, name), os.path.join(adapter, name))
+        copy.deepcopy(student).merge_and_unload().save_pretrained(folder)
 
     def write_card(self, folder: str | None = None, results: dict | None = None) -> str:
         """Render the explanation card (`README.md` and `explanation_card.json`) into `folder`.
