@@ -73,6 +73,24 @@ class DistillationConfig(TrainingArguments):
         default=None,
         metadata={"help": "Teacher: a Hub id, a local folder, or an `offline:` alias (see `kd_hf.data.offline`)."},
     )
+    teachers: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Several teachers (Hub ids or folders) whose soft labels are combined into one; the first is the "
+            "reference (tokenizer, label order) and becomes `teacher_model_name_or_path`. Logit losses only."
+        },
+    )
+    teacher_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per teacher in `teachers` (normalised); defaults to equal."}
+    )
+    teacher_combination: str = field(
+        default="probabilities",
+        metadata={
+            "help": "How `teachers` are combined: `probabilities` (weighted mean at the temperature) or `logits` "
+            "(weighted mean of logits).",
+            "choices": ["probabilities", "logits"],
+        },
+    )
     teacher_revision: str | None = field(
         default=None, metadata={"help": "Branch, tag or commit of the teacher on the Hub; `None` means `main`."}
     )
@@ -344,6 +362,20 @@ class DistillationConfig(TrainingArguments):
             "peft_config",
         ):  # fmt: skip
             setattr(self, name, _as_dict(getattr(self, name), name))
+
+        # Several teachers: the first is the reference, as if it were the only one.
+        if self.teachers is not None:
+            if len(self.teachers) < 2:
+                raise ValueError(
+                    "`teachers` lists two or more teachers; give a single one in `teacher_model_name_or_path`."
+                )
+            if self.teacher_model_name_or_path not in (None, self.teachers[0]):
+                raise ValueError(
+                    "Set either `teacher_model_name_or_path` or `teachers` (whose first entry is the reference teacher)."
+                )
+            self.teacher_model_name_or_path = self.teachers[0]
+            if self.teacher_weights is not None and len(self.teacher_weights) != len(self.teachers):
+                raise ValueError(f"`teacher_weights` needs one weight per teacher ({len(self.teachers)}).")
 
         # Fields with `choices` (divergence, model_init, attention_heads, ...) hold one of them.
         for own in dataclasses.fields(self):

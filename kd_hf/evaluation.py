@@ -27,6 +27,7 @@ from transformers import PreTrainedModel, default_data_collator
 
 from .config import DistillationConfig
 from .data import DistillationDataCollator, load_raw_datasets, model_inputs, preprocess_images, tokenize_for_pair
+from .ensemble import EnsembleTeacher
 from .metrics import predictive_kl, top1_agreement
 from .pairing import align_labels, load_model, load_processor, use_eager_attention
 
@@ -199,6 +200,8 @@ def evaluate_student(
             load_model(teacher, image).eval(),
             load_processor(teacher, image),
         )
+    elif isinstance(teacher, EnsembleTeacher):
+        teacher_name = " + ".join(teacher.names)
     else:
         teacher_name = teacher.config.name_or_path if teacher is not None else None
 
@@ -266,7 +269,9 @@ def evaluate_student(
         s["predictive_kl"] = float(predictive_kl(student_logits, teacher_logits).mean())
         s["compression"] = t["parameters"] / s["parameters"]
         s["speedup"] = {key: t["latency_ms"][key] / s["latency_ms"][key] for key in s["latency_ms"]}
-        if explanation_examples > 0:
+        if explanation_examples > 0 and isinstance(teacher, EnsembleTeacher):
+            logger.info("Several teachers: no explanations to compare (each teacher explains on its own).")
+        elif explanation_examples > 0:
             comparison, shown, inputs = explain_sample(
                 config, evaluation, student, teacher, student_processor, teacher_processor,
                 explanation_examples, explanation_method, explanation_n_steps,

@@ -14,6 +14,7 @@ from .data import (
     load_raw_datasets,
     prepare_datasets,
 )
+from .ensemble import EnsembleTeacher, load_teacher
 from .evaluation import evaluate_student, explain_sample
 from .metrics import classification_metrics
 from .pairing import apply_peft, build_student, load_model, load_processor
@@ -86,18 +87,12 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
     if args.teacher_model_name_or_path is None:
         raise ValueError("`kd-hf distill` needs `teacher_model_name_or_path`; use `kd-hf train` to fine-tune alone.")
     image = args.is_image_task
-    teacher = load_model(
-        args.teacher_model_name_or_path,
-        image,
-        args.teacher_revision,
-        args.teacher_model_init_kwargs,
-        args.trust_remote_code,
-        # A student made of teacher layers copies them at full precision; the trainer then casts the teacher.
-        dtype=args.teacher_dtype if args.model_init != "teacher_layers" else "auto",
-    )
+    # A student made of teacher layers copies them at full precision; the trainer then casts the teacher.
+    teacher = load_teacher(args, dtype=args.teacher_dtype if args.model_init != "teacher_layers" else "auto")
+    reference = teacher.teachers[0] if isinstance(teacher, EnsembleTeacher) else teacher
     raw_datasets = load_raw_datasets(args)
     set_seed(args.seed)  # a student built from a config starts from the recipe's seed
-    student = build_student(args, teacher, label_names(raw_datasets[0], args.label_column))
+    student = build_student(args, reference, label_names(raw_datasets[0], args.label_column))
     if args.peft_config:
         student = apply_peft(student, args.peft_config, image)
     teacher_processor = load_processor(args.teacher_model_name_or_path, image, args.trust_remote_code)

@@ -18,6 +18,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from .card import card_facts, write_card
 from .config import DistillationConfig
 from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, model_inputs
+from .ensemble import EnsembleTeacher, load_teacher
 from .evaluation import read_results
 from .explain.gradients import gradient_attribution
 from .hub import push_student
@@ -105,8 +106,9 @@ class DistillationTrainer(Trainer):
 
     Args:
         model (`PreTrainedModel`): the student.
-        teacher_model (`PreTrainedModel` or `str`, *optional*): the teacher, or its Hub id / local folder; defaults
-            to `args.teacher_model_name_or_path`.
+        teacher_model (`PreTrainedModel`, `str` or `list[PreTrainedModel]`, *optional*): the teacher, its Hub id /
+            local folder, or several teachers combined into a `kd_hf.ensemble.EnsembleTeacher`; defaults to
+            `args.teachers` or `args.teacher_model_name_or_path`.
         args (`DistillationConfig`): the run's configuration.
         **kwargs: everything else `transformers.Trainer` takes (`train_dataset`, `processing_class`, ...).
     """
@@ -114,7 +116,7 @@ class DistillationTrainer(Trainer):
     def __init__(
         self,
         model: PreTrainedModel | None = None,
-        teacher_model: PreTrainedModel | str | None = None,
+        teacher_model: PreTrainedModel | str | list[PreTrainedModel] | None = None,
         args: DistillationConfig | None = None,
         compute_metrics=None,
         **kwargs,
@@ -123,10 +125,11 @@ class DistillationTrainer(Trainer):
             raise TypeError(
                 "DistillationTrainer needs `args=DistillationConfig(...)` (it holds the teacher and losses)."
             )
-        teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
-        if teacher_model is None:
+        if teacher_model is None and args.teacher_model_name_or_path is None:
             raise ValueError("No teacher: pass `teacher_model=` or set `teacher_model_name_or_path` in the recipe.")
-        if isinstance(teacher_model, str):
+        if teacher_model is None:
+            teacher_model = load_teacher(args)
+        elif isinstance(teacher_model, str):
             teacher_model = load_model(
                 teacher_model,
                 image=args.is_image_task,
@@ -135,11 +138,22 @@ class DistillationTrainer(Trainer):
                 trust_remote_code=args.trust_remote_code,
                 dtype=args.teacher_dtype,
             )
+        elif isinstance(teacher_model, (list, tuple)):
+            teacher_model = EnsembleTeacher(
+                list(teacher_model), args.teacher_weights, args.teacher_combination, args.temperature,
+                args.label_mapping,
+            )  # fmt: skip
         # Fail before training when the label spaces disagree or the pair cannot support a loss.
         self.teacher_label_order = align_labels(teacher_model.config, model.config, args.label_mapping)
         self.losses = build_losses(args, model.config, teacher_model.config)
         self.loss_needs = {name: loss_requirements(name, loss) for name, loss in self.losses.items()}
         required = frozenset().union(*self.loss_needs.values())
+        if isinstance(teacher_model, EnsembleTeacher) and required:
+            needing = [name for name, needs in self.loss_needs.items() if needs]
+            raise ValueError(
+                f"Losses {needing} match one network's internals, and there are {len(teacher_model.teachers)} "
+                "teachers: with `teachers`, use logit losses (`soft_label`) only."
+            )
         self._check_tokenizations(kwargs.get("train_dataset"))
         if "attentions" in required:
             reason = "the attention loss needs attention weights, which other kernels do not return"

@@ -26,6 +26,8 @@ TAGS = ["knowledge-distillation", "explainability", "kd_hf"]
 
 # Recipe fields the card reports, with the words it uses for them.
 RECIPE_FIELDS = {
+    "teacher_weights": "teacher weights",
+    "teacher_combination": "teachers combined by",
     "loss_type": "losses",
     "loss_weights": "loss weights",
     "alpha": "hard-label (cross-entropy) weight alpha",
@@ -81,6 +83,8 @@ def card_facts(
         shown.update(_LOSS_FIELDS.get(loss, ()))
     if args.model_init == "teacher_layers":
         shown.add("teacher_layers")
+    if args.teachers:
+        shown |= {"teacher_weights", "teacher_combination"}
     if not args.is_image_task:
         shown.add("max_length")
     recipe = {name: getattr(args, name) for name in RECIPE_FIELDS if name in shown}
@@ -97,6 +101,7 @@ def card_facts(
         "task": "image-classification" if args.is_image_task else "text-classification",
         "labels": [config.id2label[i] for i in range(config.num_labels)],
         "teacher": args.teacher_model_name_or_path,
+        "teachers": args.teachers,
         "teacher_revision": args.teacher_revision,
         "student": {
             "architecture": (config.architectures or [type(student).__name__])[0],
@@ -161,9 +166,16 @@ def _summary(facts: dict) -> str:
     line = f"A {student['parameters'] / 1e6:.1f}M-parameter {student['architecture']}"
     line += f" ({', '.join(shape)})" if shape else ""
     line += f" for {task}"
-    if teacher:
-        link = f"[{teacher}](https://huggingface.co/{teacher})" if is_hub_id(teacher) else f"`{teacher}`"
-        line += f", distilled from the teacher {link}"
+    teachers = facts.get("teachers") or ([teacher] if teacher else [])
+    if teachers:
+        links = [f"[{name}](https://huggingface.co/{name})" if is_hub_id(name) else f"`{name}`" for name in teachers]
+        line += (
+            f", distilled from the teacher {links[0]}"
+            if len(links) == 1
+            else (
+                f", distilled from {len(links)} teachers at once ({', '.join(links)}; the first one is the reference)"
+            )
+        )
     line += f" on {facts['dataset']['name']}, with labels {', '.join(map(str, facts['labels']))}."
     results = facts.get("results") or {}
     if results.get("teacher"):
@@ -212,10 +224,11 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
     model_id = facts.get("model_id")
     teacher = facts.get("teacher")
     dataset = facts["dataset"]["name"]
+    bases = [name for name in facts.get("teachers") or [teacher] if is_hub_id(name)]
     model_name = (model_id or os.path.basename(os.path.abspath(folder or "student"))).split("/")[-1]
     card_data = ModelCardData(
         model_name=model_name,
-        base_model=teacher if is_hub_id(teacher) else None,
+        base_model=(bases[0] if len(bases) == 1 else bases) or None,
         datasets=[dataset] if is_hub_id(dataset) else None,
         license=facts.get("license"),
         library_name="transformers",
@@ -225,7 +238,9 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
     )
     results = facts.get("results") or {}
     explanations = results.get("explanations") or {}
-    recipe_rows = [("teacher", _format(teacher)), ("student", facts["student"]["architecture"])]
+    teachers = facts.get("teachers")
+    recipe_rows = [("teachers" if teachers else "teacher", _format(teachers or teacher))]
+    recipe_rows.append(("student", facts["student"]["architecture"]))
     recipe_rows += [(RECIPE_FIELDS.get(name, name), _format(value)) for name, value in facts["recipe"].items()]
     space_id = facts.get("space_id")
     from ..evaluation import results_tables
