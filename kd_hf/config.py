@@ -30,9 +30,9 @@ def _as_dict(value: dict | str | None, name: str) -> dict | None:
         parsed = json.loads(value)
     except json.JSONDecodeError as error:
         raise ValueError(f"`{name}` must be a mapping or a JSON object string, got {value!r}: {error}") from None
-    if not isinstance(parsed, dict):
+    if parsed is not None and not isinstance(parsed, dict):
         raise ValueError(f"`{name}` must be a mapping or a JSON object string, got {value!r}")
-    return parsed
+    return parsed  # `null` on the command line unsets a field the recipe sets
 
 
 def _layer_map(value: str | list[int]) -> str | list[int]:

@@ -82,8 +82,8 @@ def train(args: DistillationConfig) -> Trainer:
     return _fit(trainer, args)
 
 
-def distill(args: DistillationConfig) -> DistillationTrainer:
-    """Distil `teacher_model_name_or_path` into the recipe's student."""
+def distill(args: DistillationConfig, callbacks: list | None = None) -> DistillationTrainer:
+    """Distil `teacher_model_name_or_path` (or `teachers`) into the recipe's student; `callbacks` go to the trainer."""
     if args.teacher_model_name_or_path is None:
         raise ValueError("`kd-hf distill` needs `teacher_model_name_or_path`; use `kd-hf train` to fine-tune alone.")
     image = args.is_image_task
@@ -116,6 +116,7 @@ def distill(args: DistillationConfig) -> DistillationTrainer:
         eval_dataset=eval_dataset,
         processing_class=processor,
         data_collator=_collator(args, processor, train_dataset, teacher_processor),
+        callbacks=callbacks,
     )
     _fit(trainer, args)
     if eval_dataset is not None and args.should_save:
