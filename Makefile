@@ -27,12 +27,12 @@ test: setup
 	$(BIN)/python -m pytest tests
 
 quality: setup
-	$(BIN)/ruff check kd_hf tests benchmarks
-	$(BIN)/ruff format --check kd_hf tests benchmarks
+	$(BIN)/ruff check kd_hf tests benchmarks space
+	$(BIN)/ruff format --check kd_hf tests benchmarks space
 
 style: setup
-	$(BIN)/ruff check --fix kd_hf tests benchmarks
-	$(BIN)/ruff format kd_hf tests benchmarks
+	$(BIN)/ruff check --fix kd_hf tests benchmarks space
+	$(BIN)/ruff format kd_hf tests benchmarks space
 
 benchmark: setup $(TEACHER)/model.safetensors
 	$(BIN)/python benchmarks/distill_text.py --teacher $(TEACHER) --seeds 42 43 44

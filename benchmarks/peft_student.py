@@ -36,7 +36,7 @@ def main():
         folder = os.path.join(options.output_dir, name.split()[0].lower())
         config = parse_recipe([
             "recipes/offline_text_lora.yaml", "--teacher_model_name_or_path", options.teacher,
-            "--max_steps", str(options.max_steps), "--output_dir", folder, "--overwrite_output_dir", "true",
+            "--max_steps", str(options.max_steps), "--output_dir", folder,
             "--save_strategy", "no", "--explanation_examples", "0", "--disable_tqdm", "true", *overrides,
         ])  # fmt: skip
         timer = StepTimer()

@@ -42,6 +42,8 @@ RECIPE_FIELDS = {
     "attribution_every": "attribution loss every N steps",
     "teacher_cache": "teacher outputs cached",
     "model_init": "student initialisation",
+    "peft_config": "trained through the adapter",
+    "merge_adapter": "adapter merged into the weights",
     "teacher_layers": "teacher layers copied",
     "learning_rate": "learning rate",
     "per_device_train_batch_size": "batch size per device",
@@ -85,6 +87,8 @@ def card_facts(
         shown.add("teacher_layers")
     if args.teachers:
         shown |= {"teacher_weights", "teacher_combination"}
+    if args.peft_config:
+        shown |= {"peft_config", "merge_adapter"}
     if not args.is_image_task:
         shown.add("max_length")
     recipe = {name: getattr(args, name) for name in RECIPE_FIELDS if name in shown}
