@@ -18,10 +18,15 @@ initialisation for `--steps` optimizer steps, in one process:
   tensorboardX protobuf`.
 
 A step is the wall time between the ends of two consecutive optimizer steps (data loading, forward, backward,
-update): the median after `--warmup` steps is reported, with its ratio to `plain`. Then each student's accuracy
-on the held-out test split (and top-1 agreement with the teacher) after those steps. Set-up is the time to build
-the trainer: for the cached variants it includes computing the teacher cache, or reading it from the datasets cache
-when an earlier run with the same teacher and data made it.
+update): the median after `--warmup` steps is reported, with its ratio to `plain`, and the mean (a step with
+attribution every 4 steps is not the median one). Then each student's accuracy on the held-out test split (and
+top-1 agreement with the teacher) after those steps. Set-up is the time to build the trainer: for the cached variants
+it includes computing the teacher cache, or reading it from the datasets cache when an earlier run with the same
+teacher and data made it.
+
+Runs one after the other see whatever else the machine is doing at the time. So, last, the three live-teacher losses
+(kd_hf, naive, TextBrewer) also take turns on the same batches (`--alternating_rounds`), which a shared machine
+slows down alike.
 
     python benchmarks/overhead.py --teacher outputs/minilm-rotten-tomatoes --steps 300
 
@@ -64,6 +69,8 @@ TEXTBREWER_INSTALL = (
     ".venv/bin/pip install --target benchmarks/.textbrewer --no-deps -c .ci/constraints.txt "
     "textbrewer==0.2.1.post1 tensorboardX protobuf"
 )
+
+ALTERNATING_BATCHES = 12  # batches per round of the same-batch check
 
 # name: (row label, kd_hf recipe overrides or a runner name)
 VARIANTS = {
@@ -139,8 +146,8 @@ def adamw_like_trainer(model: nn.Module, args) -> torch.optim.AdamW:
                              eps=args.adam_epsilon)  # fmt: skip
 
 
-def run_textbrewer(teacher, student, train, collator, args, steps: int, clock: StepClock, output_dir: str):
-    """Train `student` with TextBrewer's `BasicDistiller`: the same loss as kd_hf's soft labels.
+def textbrewer_distiller(teacher, student, args, steps: int, output_dir: str):
+    """TextBrewer's `BasicDistiller` with the same loss as kd_hf's soft labels.
 
     TextBrewer's `ce` KD loss is `-sum p_T log p_S` at temperature T without the T^2 factor, so its weight is
     `(1 - alpha) * T^2`; its hard-label loss is the student's own cross-entropy (`outputs.loss`), weighted `alpha`.
@@ -148,7 +155,25 @@ def run_textbrewer(teacher, student, train, collator, args, steps: int, clock: S
     if TEXTBREWER_DIR not in sys.path:
         sys.path.insert(0, TEXTBREWER_DIR)
     import textbrewer
+
+    temperature, alpha = args.temperature, args.alpha
+    return textbrewer.BasicDistiller(
+        train_config=textbrewer.TrainingConfig(device="cpu", log_dir=None, output_dir=output_dir, ckpt_steps=steps),
+        distill_config=textbrewer.DistillationConfig(
+            temperature=temperature, kd_loss_type="ce", kd_loss_weight=(1 - alpha) * temperature**2,
+            hard_label_weight=alpha,
+        ),
+        model_T=teacher, model_S=student,
+        adaptor_T=lambda batch, outputs: {"logits": outputs.logits},
+        adaptor_S=lambda batch, outputs: {"logits": outputs.logits, "losses": outputs.loss},
+    )  # fmt: skip
+
+
+def run_textbrewer(teacher, student, train, collator, args, steps: int, clock: StepClock, output_dir: str):
+    """Train `student` with TextBrewer, its own loop, the same optimizer and schedule as `Trainer`."""
     from torch.utils.data import DataLoader
+
+    distiller = textbrewer_distiller(teacher, student, args, steps, output_dir)
 
     names = ["input_ids", "attention_mask", "token_type_ids", "labels"]
     rows = train.select_columns([name for name in names if name in train.column_names])
@@ -162,17 +187,6 @@ def run_textbrewer(teacher, student, train, collator, args, steps: int, clock: S
         clock.tick()
 
     optimizer.zero_grad = zero_grad
-    temperature, alpha = args.temperature, args.alpha
-    distiller = textbrewer.BasicDistiller(
-        train_config=textbrewer.TrainingConfig(device="cpu", log_dir=None, output_dir=output_dir, ckpt_steps=steps),
-        distill_config=textbrewer.DistillationConfig(
-            temperature=temperature, kd_loss_type="ce", kd_loss_weight=(1 - alpha) * temperature**2,
-            hard_label_weight=alpha,
-        ),
-        model_T=teacher, model_S=student,
-        adaptor_T=lambda batch, outputs: {"logits": outputs.logits},
-        adaptor_S=lambda batch, outputs: {"logits": outputs.logits, "losses": outputs.loss},
-    )  # fmt: skip
     os.makedirs(output_dir, exist_ok=True)
     clock.start()
     with distiller:
@@ -181,6 +195,43 @@ def run_textbrewer(teacher, student, train, collator, args, steps: int, clock: S
             scheduler_class=get_linear_schedule_with_warmup,
             scheduler_args={"num_warmup_steps": args.warmup_steps, "num_training_steps": steps},
         )  # fmt: skip
+
+
+def alternating(teacher_path: str, args, train, collator, labels, rounds: int, num_batches: int) -> dict:
+    """The three live-teacher losses on the same batches, taking turns batch by batch (rotating who goes first):
+    forward and backward of the student and the teacher's forward, without data loading or the update. Load from
+    other processes then falls on all three alike. Median seconds per batch, after the first round."""
+    set_seed(args.seed)
+    student = build_student(args, None, labels).train()
+    size = args.per_device_train_batch_size
+    batches = [
+        collator([train[i] for i in range(start, start + size)]) for start in range(0, size * num_batches, size)
+    ]
+    kd = DistillationTrainer(model=student, teacher_model=load_model(teacher_path), args=args, data_collator=collator)
+    naive = NaiveDistillationTrainer(load_model(teacher_path), args.temperature, 1 - args.alpha, model=student,
+                                     args=args, data_collator=collator)  # fmt: skip
+    losses = {
+        "live": lambda batch: kd.compute_loss(student, batch),
+        "naive": lambda batch: naive.compute_loss(student, batch),
+    }
+    try:
+        distiller = textbrewer_distiller(load_model(teacher_path), student, args, 1, args.output_dir)
+        losses["textbrewer"] = lambda batch: distiller.train_on_batch(batch, {})[0]
+    except ImportError:
+        pass
+    times = {name: [] for name in losses}
+    turn = 0
+    for round_ in tqdm(range(rounds), desc="alternating", leave=False):
+        for batch in batches:
+            names = list(losses)
+            turn += 1
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                start = time.perf_counter()
+                losses[name](dict(batch)).backward()
+                student.zero_grad(set_to_none=True)
+                if round_:
+                    times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main():
@@ -192,9 +243,13 @@ def main():
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--output_dir", default="outputs/benchmark-overhead")
+    parser.add_argument("--alternating_rounds", type=int, default=3, help="0 skips the same-batch check")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     cli, recipe_overrides = parser.parse_known_args()  # any other `--field value` overrides the recipe
     if cli.steps <= cli.warmup + 1:
         parser.error(f"--steps must be larger than --warmup + 1 ({cli.warmup + 1}).")
+    if cli.threads:
+        torch.set_num_threads(cli.threads)
 
     overrides = ["--teacher_model_name_or_path", cli.teacher, "--max_steps", str(cli.steps)]
     overrides += ["--warmup_steps", str(cli.steps // 10), "--save_strategy", "no", "--eval_strategy", "no"]
@@ -268,9 +323,15 @@ def main():
         "load_average_before": load_before, "load_average_after": os.getloadavg(), "torch": torch.__version__,
         "teacher_test_accuracy": (teacher_predictions == test_labels).float().mean().item(),
     }  # fmt: skip
+    same_batches = {}
+    if cli.alternating_rounds > 1:
+        live_args = parse_recipe([cli.recipe, *overrides, "--output_dir", cli.output_dir, *VARIANTS["live"][1]])
+        same_batches = alternating(
+            cli.teacher, live_args, train, collator, labels, cli.alternating_rounds, ALTERNATING_BATCHES
+        )
     os.makedirs(cli.output_dir, exist_ok=True)
     with open(os.path.join(cli.output_dir, "overhead.json"), "w") as file:
-        json.dump({"meta": meta, "rows": rows}, file, indent=2)
+        json.dump({"meta": meta, "rows": rows, "alternating_same_batches_s": same_batches}, file, indent=2)
 
     print(
         f"\n{cli.steps} steps of {meta['batch_size']} (median s/step after {cli.warmup}), max_length "
@@ -291,6 +352,16 @@ def main():
             f"| {row['setup_s']:.1f} | {row['accuracy']:.3f} | {row['agreement']:.3f} |"
         )
 
+    if same_batches:
+        print(
+            f"\nSame {ALTERNATING_BATCHES} batches, taking turns, {cli.alternating_rounds - 1} measured rounds (student forward + "
+            "backward with the live teacher's forward; no data loading, no update):\n"
+        )
+        print("| live-teacher loss | s/batch (median) | × kd_hf |")
+        print("|---|---|---|")
+        for name, seconds in same_batches.items():
+            print(f"| {VARIANTS[name][0]} | {seconds:.3f} | {seconds / same_batches['live']:.2f}× |")
+
     # Median steps, as asked; attribution every 4 steps by the mean, since its median is a step without attribution.
     median = {row["variant"]: row["ratio_to_plain"] for row in rows if "ratio_to_plain" in row}
     mean = {row["variant"]: row["mean_ratio_to_plain"] for row in rows if "mean_ratio_to_plain" in row}
@@ -300,6 +371,10 @@ def main():
          "live", "naive"),
         ("live teacher faster than TextBrewer (median)", lambda: median["live"] < median["textbrewer"],
          "live", "textbrewer"),
+        ("bf16 live teacher no slower than the naive trainer (median)",
+         lambda: median["live_bf16"] <= median["naive"], "live_bf16", "naive"),
+        ("bf16 live teacher faster than TextBrewer (median)", lambda: median["live_bf16"] < median["textbrewer"],
+         "live_bf16", "textbrewer"),
         ("attribution every 4 steps ≤ 1.5 × plain (mean)", lambda: mean["attribution_4"] <= 1.5, "attribution_4"),
     ]  # fmt: skip
     print()
