@@ -5,7 +5,8 @@ signed scores of a feature are summed and divided by the number of those example
 per example of class c (a feature absent from an example contributes 0 to it, as in the global mean of SHAP values,
 Lundberg & Lee 2017, https://huggingface.co/papers/1705.07874; and Lundberg et al. 2020, "From local explanations to
 global understanding"). Text features are lower-cased words (`Explanation.words`, so models with different
-tokenizers are compared word for word); image features are the cells of the patch grid (`Explanation.grid`).
+tokenizers are compared word for word; punctuation is left out); image features are the cells of the patch grid
+(`Explanation.grid`).
 
 ```python
 from kd_hf.interpret.importance import top_k_overlap, word_importance
@@ -38,6 +39,8 @@ def word_importance(explanations, label_names: list[str]) -> dict[str, list[dict
     for explanation in explanations:
         examples[explanation.target] += 1
         for word, score in zip(explanation.words, explanation.scores):
+            if not any(character.isalnum() for character in word):
+                continue  # punctuation: every token earns a share of IG's logit against [PAD]; these are no words
             sums[explanation.target][word.lower()] += float(score)
             counts[explanation.target][word.lower()] += 1
     ranked = {}
@@ -113,7 +116,11 @@ def plot_word_importance(importance: dict, path: str, k: int = 10) -> None:
     for row, (name, both) in zip(axes, classes.items()):
         for axis, role in zip(row, ("teacher", "student")):
             words = both[role][:k][::-1]
-            axis.barh([w["word"] for w in words], [w["score"] for w in words], color="tab:green")
+            scores = [w["score"] for w in words]
+            colours = ["tab:green" if score >= 0 else "tab:red" for score in scores]
+            axis.barh([w["word"] for w in words], scores, color=colours)
+            if not words:
+                axis.text(0.5, 0.5, "no example predicted as this class", ha="center", transform=axis.transAxes)
             axis.axvline(0, color="black", linewidth=0.5)
             axis.set_title(f"{role}: pushes to {name!r} (top-{k} overlap {_percent(both['overlap'])})", fontsize=9)
             axis.tick_params(labelsize=8)
@@ -138,6 +145,7 @@ def plot_grid_importance(importance: dict, images: dict, path: str) -> None:
             axis.axis("off")
             grid = both[f"{role}_grid"]
             if grid is None:
+                axis.set_title(f"{role} {name}\n(never predicted)", fontsize=8)
                 continue
             grid = np.asarray(grid)
             image = images.get(name)

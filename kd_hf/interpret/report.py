@@ -66,6 +66,7 @@ def global_report(
     robustness_n_steps: int = 16,
     max_length: int = 128,
     seed: int = 0,
+    sample: str | None = None,
 ) -> dict:
     """Global feature importance, surrogate rules, feature-space views and robustness, for teacher and student.
 
@@ -83,6 +84,7 @@ def global_report(
         top_k (`int`): words or patch-grid cells per class compared between the models.
         max_depth (`int`): depth of the surrogate trees.
         robustness_examples (`int`): the first examples perturbed (robustness costs many explanations per example).
+        sample (`str`, *optional*): how the examples were chosen, for the report.
     """
     text = tokenizer is not None
     method = method if method in robustness.GRADIENT_METHODS else "integrated_gradients"
@@ -134,7 +136,7 @@ def global_report(
         described = f"mean intensity of each cell of the {grid_size}x{grid_size} patch grid"
     fitted = {
         role: surrogate.fit_surrogate(
-            features, predictions[role], names, label_names, train, test, labels, max_depth, seed
+            features, predictions[role], names, label_names, train, test, labels, max_depth=max_depth, seed=seed
         )
         for role in ROLES
     }
@@ -142,6 +144,7 @@ def global_report(
         "features": described,
         "num_features": len(names),
         "max_depth": max_depth,
+        "min_samples_leaf": fitted["student"]["tree"].min_samples_leaf,
         "train_examples": len(train),
         "test_examples": len(test),
         **{role: {k: v for k, v in fitted[role].items() if k != "tree"} for role in ROLES},
@@ -170,6 +173,8 @@ def global_report(
     progress.update()
 
     settings = {"examples": r, "method": method, "n_steps": robustness_n_steps, "radius": 0.05, "n_perturb_samples": 5}
+    if not text:
+        settings.update(noise=0.1, fgsm_epsilon=0.05)  # in standard deviations of the pixels, as `radius`
     report["robustness"] = {"settings": settings}
     for role in ROLES:
         progress.set_postfix_str(f"robustness ({role})")
@@ -196,8 +201,9 @@ def global_report(
             values = robustness.image_sensitivity(model, inputs[role][:r], targets, **options)
             own = [dataclasses.replace(e, target=t) for e, t in zip(own, targets)]
             perturbed = robustness.image_perturbations(
-                model, inputs[role][:r], own, method, robustness_n_steps, grid_size=grid_size, seed=seed
-            )
+                model, inputs[role][:r], own, method, robustness_n_steps, settings["noise"], settings["fgsm_epsilon"],
+                grid_size, seed,
+            )  # fmt: skip
         report["robustness"][role] = {"sensitivity_max": robustness.summarize(values, seed), **perturbed}
         progress.update()
     progress.close()
@@ -206,6 +212,7 @@ def global_report(
         "method": method,
         "n_steps": n_steps,
         "explained_class": "each model's own prediction",
+        "sample": sample or "as given",
         "top_k": top_k,
         "task": "text-classification" if text else "image-classification",
     }
@@ -223,52 +230,29 @@ def _json(value):
 
 
 def global_report_of_split(
-    config,
-    evaluation,
-    processed,
-    labels,
-    student,
-    teacher,
-    student_processor,
-    teacher_processor,
-    n,
-    output_dir,
-    method,
-    n_steps,
-    teacher_order=None,
-) -> dict | None:
-    """`global_report` on the first `n` examples of an evaluation split (`evaluate_student`'s raw and processed
-    splits); `None` for sentence pairs, which it does not support."""
-    n = min(n, len(labels))
-    options = dict(
-        label_names=[student.config.id2label[i] for i in range(student.config.num_labels)],
-        output_dir=output_dir,
-        teacher_order=teacher_order,
-        method=method,
-        n_steps=n_steps,
-        seed=config.seed,
-    )
-    if config.is_image_task:
-        sample = processed.select(range(n))[:]
-        return global_report(
-            teacher,
-            student,
-            sample["pixel_values"],
-            labels[:n],
-            teacher_examples=sample.get("teacher_pixel_values"),
-            **options,
-        )
-    if len(config.text_columns) > 1:
+    config, evaluation, processed, labels, student, teacher, student_processor, teacher_processor, n, output_dir,
+    method, n_steps, teacher_order=None,
+) -> dict | None:  # fmt: skip
+    """`global_report` on `n` examples drawn at random (seeded by `config.seed`) from an evaluation split, as
+    `evaluate_student` holds it (raw, processed, labels): splits are often sorted by class, so the first `n` would
+    not do. `None` for sentence pairs, which it does not support yet."""
+    if not config.is_image_task and len(config.text_columns) > 1:
         logger.warning("The global report does not support sentence pairs yet: skipping it.")
         return None
-    texts = evaluation.select(range(n))[config.text_columns[0]]
+    chosen = np.sort(np.random.default_rng(config.seed).permutation(len(labels))[:n]).tolist()
+    options = dict(
+        label_names=[student.config.id2label[i] for i in range(student.config.num_labels)], output_dir=output_dir,
+        teacher_order=teacher_order, method=method, n_steps=n_steps, seed=config.seed,
+        sample=f"drawn at random (seed {config.seed}) from the evaluation split",
+    )  # fmt: skip
+    if config.is_image_task:
+        sample = processed.select(chosen)[:]
+        teacher_pixels = sample.get("teacher_pixel_values")
+        return global_report(
+            teacher, student, sample["pixel_values"], labels[chosen], teacher_examples=teacher_pixels, **options
+        )
+    texts = evaluation.select(chosen)[config.text_columns[0]]
     return global_report(
-        teacher,
-        student,
-        texts,
-        labels[:n],
-        tokenizer=student_processor,
-        teacher_tokenizer=teacher_processor,
-        max_length=config.max_length,
-        **options,
-    )
+        teacher, student, texts, labels[chosen], tokenizer=student_processor, teacher_tokenizer=teacher_processor,
+        max_length=config.max_length, **options,
+    )  # fmt: skip

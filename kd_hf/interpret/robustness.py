@@ -73,7 +73,6 @@ def sensitivity(
     from captum.metrics import sensitivity_max
 
     device = next(model.parameters()).device
-    torch.manual_seed(seed)
     target = torch.as_tensor(targets, device=device)
     if "pixel_values" in inputs:
         attributed = inputs["pixel_values"].to(device).float()
@@ -118,14 +117,12 @@ def sensitivity(
     kwargs = {"target": target, **options}
     if extra:
         kwargs["additional_forward_args"] = extra
-    scores = sensitivity_max(
-        explain,
-        attributed,
-        perturb_func=perturb,
-        perturb_radius=radius * scale,
-        n_perturb_samples=n_perturb_samples,
-        **kwargs,
-    )
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # seeded, without side effects
+        torch.manual_seed(seed)
+        scores = sensitivity_max(
+            explain, attributed, perturb_func=perturb, perturb_radius=radius * scale,
+            n_perturb_samples=n_perturb_samples, **kwargs,
+        )  # fmt: skip
     return scores.detach().float().cpu().numpy()
 
 

@@ -25,9 +25,12 @@ def global_summary(report: dict) -> str:
     pairs = ", ".join(f"{p['student_layer']}↔{p['teacher_layer']}: {p['cka']:.2f}" for p in layers["layers"])
     rows = [
         (
-            f"surrogate tree fidelity (depth {rules['max_depth']}, {rules['test_examples']} held-out examples)",
-            _number(rules["teacher"]["fidelity"]),
-            _number(rules["student"]["fidelity"]),
+            f"surrogate tree fidelity (depth {rules['max_depth']}, {rules['test_examples']} held-out examples; "
+            "no-rule tree in brackets)",
+            *(
+                f"{_number(rules[role]['fidelity'])} ({_number(rules[role].get('majority_fidelity'))})"
+                for role in ROLES
+            ),
         ),
         (
             "surrogate tree accuracy on the true labels",
@@ -43,8 +46,8 @@ def global_summary(report: dict) -> str:
         ("linear CKA per mapped layer (student↔teacher)", "–", pairs or "–"),
         (
             "explanation max-sensitivity (lower is steadier)",
-            _number(robust["teacher"]["sensitivity_max"]),
-            _number(robust["student"]["sensitivity_max"]),
+            _number(robust["teacher"]["sensitivity_max"], 3),
+            _number(robust["student"]["sensitivity_max"], 3),
         ),
     ]
     perturbations = (
@@ -67,10 +70,19 @@ def global_summary(report: dict) -> str:
                 _number(robust["student"][key]["flip_rate"]),
             )
         )
-    settings = report["settings"]
+    settings, perturbations = report["settings"], robust["settings"]
     lines = [
-        f"Global behaviour on {report['num_examples']} examples ({settings['method']}, each model explaining its own "
-        f"prediction; robustness on the first {robust['settings']['examples']}; intervals are bootstrap 95%).",
+        f"{report['num_examples']} examples {settings.get('sample', '')}; {settings['method']}, each model explaining "
+        f"its own prediction. Robustness on the first {perturbations['examples']} of them: max-sensitivity over "
+        f"{perturbations['n_perturb_samples']} uniform perturbations within {perturbations['radius']} standard "
+        "deviations of the inputs"
+        + (
+            ""
+            if text
+            else f", Gaussian noise of {perturbations.get('noise')} and one FGSM step of "
+            f"{perturbations.get('fgsm_epsilon')} standard deviations of the pixels"
+        )
+        + ". Intervals are bootstrap 95%.",
         "",
         "| | teacher | student |",
         "|---|---|---|",

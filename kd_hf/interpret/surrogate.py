@@ -56,12 +56,15 @@ def fit_surrogate(
     test: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     max_depth: int = 3,
+    min_samples_leaf: int = 5,
     seed: int = 0,
 ) -> dict:
-    """Fit a `DecisionTreeClassifier(max_depth)` to a model's `predictions` on the `train` examples.
+    """Fit a `DecisionTreeClassifier(max_depth, min_samples_leaf)` to a model's `predictions` on the `train` examples
+    (each rule covers at least `min_samples_leaf` of them, so that no rule merely describes one example).
 
     Returns:
-        `dict` with `fidelity` (agreement with the model on the held-out `test` examples), `train_fidelity`,
+        `dict` with `fidelity` (agreement with the model on the held-out `test` examples), `majority_fidelity`
+        (the same for always predicting the model's most frequent training prediction), `train_fidelity`,
         `accuracy` (the tree against the true `labels` on `test`, if given), `leaves`, `depth`, `rules`
         (`sklearn.tree.export_text`), and the fitted `tree` (not JSON: `global_report` drops it).
     """
@@ -70,12 +73,16 @@ def fit_surrogate(
     if train is None or test is None:
         train, test = split_indices(len(predictions), seed=seed)
     predictions = np.asarray(predictions)
-    tree = DecisionTreeClassifier(max_depth=max_depth, random_state=seed).fit(features[train], predictions[train])
+    tree = DecisionTreeClassifier(max_depth=max_depth, min_samples_leaf=min_samples_leaf, random_state=seed)
+    tree.fit(features[train], predictions[train])
     names = [label_names[c] for c in tree.classes_]
     rules = export_text(tree, feature_names=list(feature_names), class_names=names, decimals=2)
     held_out = tree.predict(features[test])
+    values, counts = np.unique(predictions[train], return_counts=True)
     return {
         "fidelity": float(np.mean(held_out == predictions[test])) if len(test) else None,
+        # what a tree without rules scores: the model's most frequent training prediction, on the held-out part
+        "majority_fidelity": float(np.mean(predictions[test] == values[counts.argmax()])) if len(test) else None,
         "train_fidelity": float(np.mean(tree.predict(features[train]) == predictions[train])),
         "accuracy": float(np.mean(held_out == np.asarray(labels)[test])) if labels is not None and len(test) else None,
         "leaves": int(tree.get_n_leaves()),
