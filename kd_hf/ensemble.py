@@ -97,14 +97,21 @@ class EnsembleTeacher(nn.Module):
         return SequenceClassifierOutput(logits=self.temperature * probabilities.clamp_min(1e-12).log())
 
 
-def load_teacher(args, dtype: str | None = None) -> PreTrainedModel | EnsembleTeacher:
-    """The recipe's teacher: `teacher_model_name_or_path`, or an `EnsembleTeacher` of `teachers`, loaded in `dtype`
-    (defaults to `args.teacher_dtype`)."""
+def ensemble_of(teachers: list[PreTrainedModel], args) -> EnsembleTeacher:
+    """`teachers` combined as the recipe says (`teacher_weights`, `teacher_combination`, `temperature`)."""
+    return EnsembleTeacher(
+        teachers, args.teacher_weights, args.teacher_combination, args.temperature, args.label_mapping
+    )
+
+
+def load_teacher(args, dtype: str | None = None, names: list[str] | None = None) -> PreTrainedModel | EnsembleTeacher:
+    """The recipe's teacher: `teacher_model_name_or_path`, or an `EnsembleTeacher` of `teachers` (or of `names`),
+    loaded in `dtype` (defaults to `args.teacher_dtype`)."""
     from .data import tokenizers_match
     from .pairing import load_model, load_processor
 
     image = args.is_image_task
-    names = args.teachers or [args.teacher_model_name_or_path]
+    names = names or args.teachers or [args.teacher_model_name_or_path]
     models = [
         load_model(
             name, image, args.teacher_revision if len(names) == 1 else None, args.teacher_model_init_kwargs,
@@ -122,6 +129,4 @@ def load_teacher(args, dtype: str | None = None) -> PreTrainedModel | EnsembleTe
                     f"Teacher {name!r} tokenizes differently from {names[0]!r}; the teachers of an ensemble read the "
                     "same inputs. Distil from teachers that share a tokenizer, or one at a time."
                 )
-    return EnsembleTeacher(
-        models, args.teacher_weights, args.teacher_combination, args.temperature, args.label_mapping
-    )
+    return ensemble_of(models, args)

@@ -18,14 +18,14 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 from .card import card_facts, write_card
 from .config import DistillationConfig
 from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, model_inputs
-from .ensemble import EnsembleTeacher, load_teacher
+from .ensemble import EnsembleTeacher, ensemble_of, load_teacher
 from .evaluation import read_results
 from .explain.gradients import gradient_attribution
 from .hub import push_student
 from .losses import build_losses, loss_requirements
 from .losses.attention import qkv_module_names
 from .metrics import classification_metrics, top1_agreement
-from .pairing import align_labels, load_model, use_eager_attention
+from .pairing import align_labels, use_eager_attention
 from .teacher_cache import cache_teacher_outputs
 
 
@@ -127,22 +127,10 @@ class DistillationTrainer(Trainer):
             )
         if teacher_model is None and args.teacher_model_name_or_path is None:
             raise ValueError("No teacher: pass `teacher_model=` or set `teacher_model_name_or_path` in the recipe.")
-        if teacher_model is None:
-            teacher_model = load_teacher(args)
-        elif isinstance(teacher_model, str):
-            teacher_model = load_model(
-                teacher_model,
-                image=args.is_image_task,
-                revision=args.teacher_revision,
-                init_kwargs=args.teacher_model_init_kwargs,
-                trust_remote_code=args.trust_remote_code,
-                dtype=args.teacher_dtype,
-            )
+        if teacher_model is None or isinstance(teacher_model, str):
+            teacher_model = load_teacher(args, names=None if teacher_model is None else [teacher_model])
         elif isinstance(teacher_model, (list, tuple)):
-            teacher_model = EnsembleTeacher(
-                list(teacher_model), args.teacher_weights, args.teacher_combination, args.temperature,
-                args.label_mapping,
-            )  # fmt: skip
+            teacher_model = ensemble_of(list(teacher_model), args)
         # Fail before training when the label spaces disagree or the pair cannot support a loss.
         self.teacher_label_order = align_labels(teacher_model.config, model.config, args.label_mapping)
         self.losses = build_losses(args, model.config, teacher_model.config)

@@ -293,7 +293,7 @@ def space_readme(model_id: str, facts: dict) -> str:
         "colorFrom": "green",
         "colorTo": "blue",
         "sdk": "gradio",
-        "sdk_version": _gradio_version(),
+        "sdk_version": version("gradio"),
         "app_file": "app.py",
         "pinned": False,
         "models": models,
@@ -307,7 +307,3 @@ def space_readme(model_id: str, facts: dict) -> str:
         f"[{model_id}](https://huggingface.co/{model_id}) and of its teacher, side by side, with how much they "
         "agree. Made with kd_hf.\n"
     )
-
-
-def _gradio_version() -> str:
-    return version("gradio")

@@ -39,12 +39,13 @@ def _explain(model, examples, tokenizer, method, n_steps, grid_size, max_length)
 
 
 def _batches(examples, tokenizer, max_length, batch_size=32):
+    if tokenizer is not None:
+        yield from (
+            dict(encoded) for _, encoded in robustness.text_batches(tokenizer, examples, batch_size, max_length)
+        )
+        return
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        if tokenizer is None:
-            yield {"pixel_values": chunk}
-        else:
-            yield dict(tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+        yield {"pixel_values": examples[start : start + batch_size]}
 
 
 def global_report(

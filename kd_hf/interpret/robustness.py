@@ -126,18 +126,20 @@ def sensitivity(
     return scores.detach().float().cpu().numpy()
 
 
+def text_batches(tokenizer, texts, batch_size: int, max_length: int, **tokenizer_kwargs):
+    """`(start, encoded)` for each batch of `texts`, padded and truncated to `max_length` tokens."""
+    for start in range(0, len(texts), batch_size):
+        chunk = texts[start : start + batch_size]
+        encoded = tokenizer(
+            chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt", **tokenizer_kwargs
+        )
+        yield start, encoded
+
+
 def text_sensitivity(model, tokenizer, texts, targets, batch_size: int = 8, max_length: int = 128, **options):
     """`sensitivity` over texts, batch by batch."""
     values = []
-    for start in range(0, len(texts), batch_size):
-        encoded = tokenizer(
-            texts[start : start + batch_size],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-            return_special_tokens_mask=True,
-        )
+    for start, encoded in text_batches(tokenizer, texts, batch_size, max_length, return_special_tokens_mask=True):
         special = encoded.pop("special_tokens_mask")
         values.extend(
             sensitivity(
@@ -173,15 +175,8 @@ def predict_texts(model, tokenizer, texts, batch_size: int = 32, max_length: int
     """Class probabilities of `texts`: `[n, classes]`."""
     device = next(model.parameters()).device
     out = []
-    for start in range(0, len(texts), batch_size):
-        encoded = tokenizer(
-            texts[start : start + batch_size],
-            padding=True,
-            truncation=True,
-            max_length=max_length,
-            return_tensors="pt",
-        ).to(device)
-        out.append(model(**encoded).logits.float().softmax(-1).cpu())
+    for _, encoded in text_batches(tokenizer, texts, batch_size, max_length):
+        out.append(model(**encoded.to(device)).logits.float().softmax(-1).cpu())
     return torch.cat(out).numpy()
 
 
