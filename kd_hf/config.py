@@ -355,6 +355,16 @@ class DistillationConfig(TrainingArguments):
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many eval examples."})
 
+    # Output folder.
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start over in an `output_dir` that holds a run: delete its checkpoints instead of resuming from "
+            "the last complete one. Without it, a rerun whose training fields differ from the recorded recipe "
+            "(`kd_hf_recipe.json`) is refused."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         for name in (

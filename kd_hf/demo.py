@@ -77,26 +77,56 @@ def _settings(method: str, steps) -> tuple[str, int]:
     return method, int(steps)
 
 
+def _uploaded_file(payload) -> int:
+    """An open descriptor of the file that `payload` names, if gradio received it as an upload to this app; else
+    `_BadInput`, with one message for every other path (existing or not, file or FIFO), so that a client learns
+    nothing of the server's files.
+
+    The events run with `preprocess=False` (an unreadable or huge image becomes a message, not gradio's error), so
+    gradio checks only payloads that carry its file marker: the path is checked here too. It must lie in gradio's
+    upload folder once symbolic links are resolved, and be a regular file; it is opened without blocking, so that a
+    FIFO can never hold up the demo's only worker.
+    """
+    import stat
+
+    from gradio.utils import get_upload_folder
+    from gradio_client.utils import is_file_obj_with_meta
+
+    if not payload or not isinstance(payload, dict) or not payload.get("path"):
+        raise _BadInput("Upload an image first.")
+    refused = _BadInput("This demo reads only images uploaded to it (with gradio_client: `handle_file(path)`).")
+    path, uploads = payload["path"], os.path.realpath(get_upload_folder())
+    if not is_file_obj_with_meta(payload) or not isinstance(path, str):
+        raise refused
+    path = os.path.realpath(path)
+    if os.path.commonpath([uploads, path]) != uploads:
+        raise refused
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        raise refused from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise refused
+    return descriptor
+
+
 def _open_image(payload: dict | None):
-    """The uploaded image. The events run with `preprocess=False`, so that an unreadable or huge file becomes a
-    message rather than gradio's error; gradio has still moved the file into its cache and refused any path that
-    was not uploaded to this app."""
+    """The uploaded image (see `_uploaded_file`), refused from its header alone when it has too many pixels."""
     import PIL.Image
     import PIL.ImageOps
 
-    if not payload or not payload.get("path"):
-        raise _BadInput("Upload an image first.")
-    try:
-        with PIL.Image.open(payload["path"]) as image:
-            if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header, before decoding
-                raise _BadInput(
-                    f"The image is {image.width}×{image.height} pixels; this demo takes up to "
-                    f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. Resize it and upload it again."
-                )
-            image = PIL.ImageOps.exif_transpose(image)  # a decoded copy, as the camera held it
-    except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
-        raise _BadInput(f"The upload could not be read as an image ({error.__class__.__name__}).") from error
-    return image
+    with open(_uploaded_file(payload), "rb") as file:
+        try:
+            with PIL.Image.open(file) as image:
+                if image.width * image.height > MAX_IMAGE_PIXELS:  # from the header, before decoding
+                    raise _BadInput(
+                        f"The image is {image.width}×{image.height} pixels; this demo takes up to "
+                        f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels. Resize it and upload it again."
+                    )
+                return PIL.ImageOps.exif_transpose(image)  # a decoded copy, as the camera held it
+        except (OSError, ValueError, PIL.Image.DecompressionBombError) as error:
+            raise _BadInput(f"The upload could not be read as an image ({error.__class__.__name__}).") from error
 
 
 def _load(student: str, teacher: str | None) -> tuple[_Model, _Model | None, dict, list[str]]:

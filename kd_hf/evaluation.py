@@ -125,8 +125,9 @@ def explain_sample(config, evaluation, student, teacher, student_processor, teac
         return None, None, None
     texts = sample[config.text_columns[0]]
     comparison = compare_explanations(
-        teacher, student, texts, student_processor, teacher_processor, method=method, n_steps=n_steps
-    )
+        teacher, student, texts, student_processor, teacher_processor, method=method, n_steps=n_steps,
+        max_length=config.max_length,
+    )  # fmt: skip
     return comparison, texts, None
 
 
@@ -142,7 +143,8 @@ def explanation_settings(image: bool, method: str, n_steps: int) -> dict:
             if image
             else "sub-word scores summed into words; explanations compared word by word"
         ),
-        "agreement": "signed scores ranked; top-k = top 20% of features; random baseline = standard-normal scores",
+        "agreement": "signed scores ranked; top-k = top 20% of features; random baseline = chance level (expected "
+        "figure with the student's scores shuffled: 0 for rank correlations, k/n for top-k overlap)",
         "faithfulness": "ERASER AOPC over bins 1/5/10/20/50% (removal = [PAD] and masked out / zero pixels); "
         "deletion and insertion AUC over 10 steps",
     }

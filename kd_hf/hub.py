@@ -9,35 +9,64 @@ student.model, student.processor, student.card["teacher"]
 ```
 
 The token comes from where `huggingface_hub` looks for it (`HF_TOKEN`, `hf auth login`), or is passed in; it is only
-ever sent to the Hub, never written into a file.
+ever sent to the Hub, never written into a file. A push checks every repo id before it sends anything, publishes the
+regular files of the folder only (never a symbolic link), leaves each repo holding exactly what it published, and gives
+up on a Hub that does not answer within `timeout` seconds.
 """
 
+import fnmatch
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+from huggingface_hub.utils import get_session, validate_repo_id
 from transformers import AutoConfig, PreTrainedModel
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 
-from .card import CARD_FILE, space_readme, write_card
+from .card import CARD_FILE, is_hub_id, space_readme, write_card
 from .pairing import load_model, load_processor, resolve_model_path
 
 
 logger = logging.getLogger(__name__)
 
-# What a training run leaves in its folder that is not part of the published student: checkpoints (optimizer state),
-# pickled training arguments, TensorBoard runs, Trainer's private files, the Space (it has its own repo), and the
-# adapter of a student that was merged into plain weights (its base was never saved).
-NOT_PUBLISHED = ("checkpoint-*", "_*", "training_args.bin", "runs", "space", "*.pt", "*.pth", "adapter")
+# What a training run leaves in its folder (or a checkpoint in its own) that is not part of the published student:
+# checkpoints, optimizer/scheduler/RNG state, pickled training arguments (local paths), Trainer's state, the trainer's
+# loss projections (`kd_hf.trainer.LOSS_STATE_NAME`), TensorBoard runs, Trainer's private files, the Space (it has its
+# own repo), and the adapter of a student that was merged into plain weights (its base was never saved).
+NOT_PUBLISHED = (
+    "checkpoint-*", "last-checkpoint", "_*", "training_args.bin", "trainer_state.json", "kd_hf_loss_state.safetensors",
+    "runs", "space", "*.pt", "*.pth", "adapter",
+)  # fmt: skip
 SPACE_SOURCE = Path(__file__).resolve().parent.parent / "space"
 # huggingface_hub's HTTP errors are OSErrors; its transport's (a refused connection, a timeout) share their base.
 HUB_ERRORS = (OSError, *HfHubHTTPError.__bases__)
+# Seconds a push waits for the Hub to connect, take each part of an upload, or answer; huggingface_hub's own client
+# waits forever, so a Hub that accepts connections and never answers would hang the push (and a training run's end).
+PUSH_TIMEOUT = 60.0
+
+
+class HubIdError(ValueError):
+    """A repo id that the Hub would refuse, found before anything was sent."""
+
+
+def check_repo_id(name: str, what: str) -> None:
+    """Raise a one-line `HubIdError` that names `what` (`--space-id`, `hub_model_id`, ...) if `name` is no repo id."""
+    try:
+        validate_repo_id(name)
+    except ValueError as error:  # huggingface_hub's HFValidationError
+        reason = str(error).split(":")[0].removesuffix(" in repo_id")
+        raise HubIdError(
+            f"{what} {name!r} is not a valid Hub repo id ({reason}); write `user/name` or `name` with letters, digits, "
+            "'-', '_' and '.', without '--' or '..', at most 96 characters. Nothing was sent."
+        ) from None
 
 
 @dataclass
@@ -97,22 +126,50 @@ def load_student(name_or_path: str, revision: str | None = None, token: str | bo
     return LoadedStudent(model, load_processor(name_or_path, image), card)
 
 
-def _stage(folder: str, staging: str, card: dict) -> None:
-    """What the model repo receives: the published files of `folder` (hard links where possible, so big weights are
-    not copied), with the card rendered again now that it knows its repo id and Space. `folder` is only read."""
+def _copy_regular_files(source: str, target: str, ignore: tuple[str, ...]) -> list[str]:
+    """Copy the regular files under `source` into `target` (hard links where possible, so big weights are not copied),
+    leaving out every file or folder whose name matches a pattern of `ignore`, and every symbolic link: a link could
+    bring in files from anywhere (`~/.ssh`), and even one that stays inside duplicates a file. Returns the paths left
+    out for being links or not regular files (FIFOs, sockets), for the caller to report. `source` is only read."""
+    skipped = []
+    os.makedirs(target, exist_ok=True)
+    for root, folders, names in os.walk(source):  # never follows a link to a folder
+        relative = os.path.relpath(root, source)
+        kept = []
+        for name in sorted(folders):
+            if any(fnmatch.fnmatch(name, pattern) for pattern in ignore):
+                continue
+            if os.path.islink(os.path.join(root, name)):
+                skipped.append(os.path.normpath(os.path.join(relative, name)))
+            else:
+                kept.append(name)
+                os.makedirs(os.path.join(target, relative, name), exist_ok=True)
+        folders[:] = kept
+        for name in sorted(names):
+            if any(fnmatch.fnmatch(name, pattern) for pattern in ignore):
+                continue
+            path = os.path.join(root, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                skipped.append(os.path.normpath(os.path.join(relative, name)))
+                continue
+            copy = os.path.join(target, relative, name)
+            try:
+                os.link(path, copy)
+            except OSError:  # another file system, or links not allowed
+                shutil.copy2(path, copy)
+    return skipped
 
-    def link(source: str, target: str) -> None:
-        try:
-            os.link(source, target)
-        except OSError:  # another file system, or links not allowed
-            shutil.copy2(source, target)
 
-    shutil.copytree(folder, staging, ignore=shutil.ignore_patterns(*NOT_PUBLISHED), copy_function=link)
+def _stage(folder: str, staging: str, card: dict) -> list[str]:
+    """What the model repo receives: the published files of `folder`, with the card rendered again now that it knows
+    its repo id and Space. Returns the links and other non-regular files left out. `folder` is only read."""
+    skipped = _copy_regular_files(folder, staging, NOT_PUBLISHED)
     if card.get("task"):  # a folder kd_hf made: its card learns where it lives (new files, not the linked ones)
         for name in ("README.md", CARD_FILE):
             if os.path.exists(os.path.join(staging, name)):
                 os.unlink(os.path.join(staging, name))
         write_card(staging, card)
+    return skipped
 
 
 def _space_files(space_dir: str, model_id: str, card: dict) -> None:
@@ -121,11 +178,33 @@ def _space_files(space_dir: str, model_id: str, card: dict) -> None:
     os.makedirs(space_dir)
     shutil.copy(SPACE_SOURCE / "app.py", space_dir)
     shutil.copy(SPACE_SOURCE / "requirements.txt", space_dir)
-    shutil.copytree(
-        Path(__file__).resolve().parent, os.path.join(space_dir, "kd_hf"), ignore=shutil.ignore_patterns("__pycache__")
+    _copy_regular_files(
+        str(Path(__file__).resolve().parent), os.path.join(space_dir, "kd_hf"), ("__pycache__", "*.pyc")
     )
     with open(os.path.join(space_dir, "README.md"), "w") as file:
         file.write(space_readme(model_id, card))
+
+
+@contextmanager
+def _answer_within(seconds: float) -> Iterator[None]:
+    """Give every request of huggingface_hub's shared HTTP client at most `seconds` to connect, to send each part and
+    to receive each part of the answer, while the block runs. Its requests have no timeout by default, and some pass
+    `timeout=None` explicitly (listing a repo's files), so the bound is set on each request, through httpx's `timeout`
+    request extension, by a request hook; a shorter timeout a request asks for itself is kept."""
+
+    def bound(request) -> None:
+        asked = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            phase: min(asked.get(phase) or seconds, seconds) for phase in ("connect", "read", "write", "pool")
+        }
+
+    session = get_session()
+    hooks = session.event_hooks
+    session.event_hooks = {**hooks, "request": [*hooks.get("request", []), bound]}
+    try:
+        yield
+    finally:
+        session.event_hooks = hooks
 
 
 def push_student(
@@ -135,57 +214,87 @@ def push_student(
     private: bool = False,
     token: str | None = None,
     commit_message: str = "Upload distilled student with kd_hf",
+    timeout: float = PUSH_TIMEOUT,
 ) -> dict[str, str]:
     """Upload a student folder (as `kd-hf distill` leaves it) to `repo_id`, and its demo to the Space `space_id`.
 
-    Repositories are created if needed and updated in place otherwise. Only the published files travel: weights
-    (safetensors), config, tokenizer or image processor, README.md (the explanation card, rendered again with the
-    repo id and the Space link), `explanation_card.json`, `eval_results.json` and the example explanations; never
-    checkpoints or `training_args.bin`. The local folder is only read.
+    Repositories are created if needed and updated in place otherwise. Only the published files travel: the regular
+    files of the folder (never a symbolic link: the log names those left out) except checkpoints, optimizer and
+    Trainer state, `training_args.bin` and TensorBoard runs, that is weights (safetensors), config, tokenizer or image
+    processor, README.md (the explanation card, rendered again with the repo id and the Space link),
+    `explanation_card.json`, `eval_results.json` and the example explanations. Each repo then holds exactly what was
+    published: a file that an earlier push sent and the folder no longer has is deleted (`.gitattributes` stays).
+    The local folder is only read.
+
+    Args:
+        timeout (`float`, *optional*, defaults to 60):
+            seconds to wait for the Hub to connect, take each part of an upload, or answer, before giving up.
 
     Returns:
         `dict` with the `model` URL and, if a Space was pushed, the `space` URL.
 
     Raises:
+        `HubIdError` (a `ValueError`): `repo_id`, `space_id` or the card's teacher is not a valid repo id; nothing
+            was sent.
         `FileNotFoundError`: the folder holds no safetensors weights.
-        `ConnectionError`: the Hub could not be reached; nothing local was changed.
+        `ConnectionError`: the Hub could not be reached, or did not answer in time; nothing local was changed.
     """
-    if not os.path.isfile(os.path.join(folder, "config.json")) or not list(Path(folder).glob("*.safetensors")):
-        raise FileNotFoundError(
-            f"{folder!r} holds no model saved as safetensors (config.json + *.safetensors); push the output folder of "
-            "`kd-hf distill`."
-        )
+    card = read_card(folder)
+    check_repo_id(repo_id, "repo_id")
+    if space_id is not None:
+        check_repo_id(space_id, "space_id")
+    for teacher in card.get("teachers") or [card.get("teacher")]:
+        if is_hub_id(teacher):  # the card's `base_model`, and a model of the Space
+            check_repo_id(teacher, f"The teacher in {os.path.join(folder, CARD_FILE)},")
     if space_id is not None and not (SPACE_SOURCE / "app.py").is_file():
         raise FileNotFoundError(
             f"kd_hf's Space template is missing ({SPACE_SOURCE}); push from a source checkout of kd_hf "
             "(`pip install -e .`), or leave out the Space to push the model alone."
         )
     api = HfApi(token=token)
-    card = read_card(folder)
     card.update(model_id=repo_id, space_id=space_id or card.get("space_id"))
-    try:
-        with tempfile.TemporaryDirectory() as staging:
-            _stage(folder, os.path.join(staging, "model"), card)
-            model_url = api.create_repo(repo_id, private=private, exist_ok=True)
-            api.upload_folder(
-                repo_id=repo_id, folder_path=os.path.join(staging, "model"), commit_message=commit_message
+    with tempfile.TemporaryDirectory() as staging:
+        model_dir, space_dir = os.path.join(staging, "model"), os.path.join(staging, "space")
+        skipped = _stage(folder, model_dir, card)
+        if skipped:
+            logger.warning(
+                "Not published from %s: %s (symbolic links and other non-regular files stay local; copy a file into "
+                "the folder to publish it).", folder, ", ".join(skipped),
+            )  # fmt: skip
+        if not os.path.isfile(os.path.join(model_dir, "config.json")) or not list(
+            Path(model_dir).glob("*.safetensors")
+        ):
+            raise FileNotFoundError(
+                f"{folder!r} holds no model saved as safetensors (config.json + *.safetensors, as regular files: "
+                "symbolic links are not published); push the output folder of `kd-hf distill`."
             )
-            urls = {"model": str(model_url)}
-            if space_id is not None:
-                _space_files(os.path.join(staging, "space"), repo_id, card)
-                space_url = api.create_repo(
-                    space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True
-                )
+        if space_id is not None:
+            _space_files(space_dir, repo_id, card)
+        # Deleting what matches "*" and is not uploaded again makes the published files the repo's whole content.
+        try:
+            with _answer_within(timeout):
+                model_url = api.create_repo(repo_id, private=private, exist_ok=True)
                 api.upload_folder(
-                    repo_id=space_id, repo_type="space", folder_path=os.path.join(staging, "space"),
-                    commit_message=commit_message,
-                )  # fmt: skip
-                urls["space"] = str(space_url)
-    except HUB_ERRORS as error:
-        raise ConnectionError(
-            f"Pushing {folder!r} to {api.endpoint} failed ({error.__class__.__name__}: {error}). The local folder is "
-            "unchanged; check the network and your token (`hf auth login` or HF_TOKEN), then push again: a repeated "
-            "push updates the repos in place."
-        ) from error
+                    repo_id=repo_id, folder_path=model_dir, commit_message=commit_message, delete_patterns="*"
+                )
+                urls = {"model": str(model_url)}
+                if space_id is not None:
+                    space_url = api.create_repo(
+                        space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True
+                    )
+                    api.upload_folder(
+                        repo_id=space_id, repo_type="space", folder_path=space_dir, commit_message=commit_message,
+                        delete_patterns="*",
+                    )  # fmt: skip
+                    urls["space"] = str(space_url)
+        except HUB_ERRORS as error:
+            # httpx's ConnectTimeout, ReadTimeout, WriteTimeout and PoolTimeout (httpx or httpx2, by hub version).
+            timed_out = "Timeout" in type(error).__name__
+            reason = f"no answer within {timeout:g} s" if timed_out else str(error)
+            raise ConnectionError(
+                f"Pushing {folder!r} to {api.endpoint} failed ({error.__class__.__name__}: {reason}). The local folder "
+                "is unchanged; check the network and your token (`hf auth login` or HF_TOKEN), then push again: a "
+                "repeated push updates the repos in place."
+            ) from error
     logger.info("Pushed %s to %s", folder, ", ".join(urls.values()))
     return urls

@@ -5,12 +5,15 @@ logits are re-indexed into the student's order) and each model gets its own prep
 """
 
 import copy
+import glob
 import json
 import logging
 import os
 import re
 
 import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
 from transformers import (
     AutoConfig,
     AutoImageProcessor,
@@ -81,14 +84,43 @@ def load_model(
     if base is not None:
         return _load_adapter(path, base, image, revision, init_kwargs, trust_remote_code, dtype, **config_kwargs)
     init_kwargs = {**(init_kwargs or {}), **({"dtype": getattr(torch, dtype)} if dtype != "auto" else {})}
-    return auto_model_class(image).from_pretrained(
-        path,
-        revision=revision,
-        trust_remote_code=trust_remote_code,
-        use_safetensors=True,
-        **init_kwargs,
-        **config_kwargs,
+    try:
+        return auto_model_class(image).from_pretrained(
+            path,
+            revision=revision,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+            **init_kwargs,
+            **config_kwargs,
+        )
+    except SafetensorError as error:
+        raise OSError(_corrupt_weights_message(path, error)) from error
+
+
+def _corrupt_weights_message(path: str, error: Exception) -> str:
+    """Name the weights file that cannot be read (a local folder's), and how to get a whole one."""
+    files = sorted(glob.glob(os.path.join(path, "*.safetensors"))) if os.path.isdir(path) else []
+    unreadable = [name for name in files if not _readable_safetensors(name)]
+    if files:
+        return (
+            f"{', '.join(unreadable or files)} is corrupt or incomplete ({error}), as an interrupted download or "
+            "save leaves it: download it again (delete the folder and fetch it anew), or, for a model you trained, "
+            "train it again (or point to one of its checkpoint folders)."
+        )
+    return (
+        f"The weights of {path!r} are corrupt or incomplete ({error}): download them again, e.g. "
+        f"`hf download {path} --force-download`, or delete the model from the Hugging Face cache."
     )
+
+
+def _readable_safetensors(path: str) -> bool:
+    try:
+        with safe_open(path, framework="pt") as weights:
+            for name in weights.keys():
+                weights.get_slice(name)
+    except (SafetensorError, OSError):
+        return False
+    return True
 
 
 def adapter_base(name_or_path: str, revision: str | None = None) -> str | None:
@@ -138,6 +170,52 @@ def load_processor(model_or_path: PreTrainedModel | str, image: bool = False, tr
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
+def _reads(model: nn.Module) -> str:
+    """What a classifier reads, from its main input (an ensemble reads what its members read)."""
+    name = getattr(model, "main_input_name", None)
+    if name is None and hasattr(model, "teachers"):
+        name = model.teachers[0].main_input_name
+    return {"pixel_values": "images", "input_ids": "text"}.get(name, f"`{name}`")
+
+
+def check_modalities(teacher: nn.Module, student: nn.Module) -> None:
+    """Refuse an image teacher with a text student (or the reverse) before any step: they cannot read one batch."""
+    teacher_reads, student_reads = _reads(teacher), _reads(student)
+    if teacher_reads != student_reads:
+        raise ValueError(
+            f"The teacher ({teacher.config.model_type}) reads {teacher_reads} but the student "
+            f"({student.config.model_type}) reads {student_reads}, so they cannot learn from the same examples; "
+            "distil between two image classifiers (with `image_column`) or two text classifiers (`text_columns`)."
+        )
+
+
+def position_limit(model: nn.Module) -> int | None:
+    """The most tokens a text model's absolute position embeddings cover; `None` when nothing bounds them."""
+    config = model.config
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int) or getattr(config, "position_biased_input", True) is False:
+        return None
+    for module in model.modules():
+        padding = getattr(module, "padding_idx", None)
+        if isinstance(getattr(module, "position_embeddings", None), nn.Embedding) and isinstance(padding, int):
+            return limit - padding - 1  # RoBERTa-style positions start after the padding index
+    return limit
+
+
+def check_max_length(max_length: int, **models: nn.Module) -> None:
+    """Refuse a `max_length` that a model's position embeddings do not cover: its first long example would fail
+    inside the embeddings, mid-training. `models` are named by role: `check_max_length(512, student=model)`."""
+    for role, model in models.items():
+        for member in getattr(model, "teachers", [model]):
+            limit = position_limit(member)
+            if limit is not None and max_length > limit:
+                raise ValueError(
+                    f"`max_length` {max_length} is longer than the {role} ({member.config.model_type}) can read: it "
+                    f"has {limit} positions, and the first longer example would fail mid-training. Set "
+                    f"`max_length: {limit}` or less."
+                )
+
+
 def use_eager_attention(model: PreTrainedModel, role: str, reason: str) -> None:
     """Eager attention returns attention weights and can be differentiated twice; SDPA kernels do neither."""
     has_attention = getattr(model.config, "num_attention_heads", None) is not None
@@ -166,6 +244,11 @@ def label_config(labels: list[str]) -> dict:
 
 def _labels(config: PretrainedConfig) -> list[str]:
     return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def class_names(config: PretrainedConfig) -> list[str]:
+    """A classifier's class names in id order (`LABEL_0`, ... when its config has no names)."""
+    return _labels(config)
 
 
 def has_named_labels(config: PretrainedConfig) -> bool:

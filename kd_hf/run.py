@@ -1,11 +1,10 @@
 """The jobs behind `kd-hf train` and `kd-hf distill`: build models and data from a recipe, train, save, evaluate."""
 
 import logging
-import os
 
 from transformers import PreTrainedModel, Trainer, default_data_collator, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
+from .checkpoints import ResumableTrainer, checkpoint_problem, last_complete_checkpoint, prepare_output_dir
 from .config import DistillationConfig
 from .data import (
     TEACHER_PREFIX,
@@ -17,8 +16,8 @@ from .data import (
 from .ensemble import EnsembleTeacher, load_teacher
 from .evaluation import evaluate_student, explain_sample
 from .metrics import classification_metrics
-from .pairing import apply_peft, build_student, load_model, load_processor
-from .trainer import DistillationTrainer
+from .pairing import apply_peft, build_student, check_max_length, class_names, load_model, load_processor
+from .trainer import DistillationTrainer, check_output_dir
 
 
 logger = logging.getLogger(__name__)
@@ -45,12 +44,22 @@ def _collator(args: DistillationConfig, processor, dataset, teacher_processor=No
 
 
 def _fit(trainer: Trainer, args: DistillationConfig) -> Trainer:
-    """Train (resuming from the output folder's last checkpoint if any), save the model, evaluate."""
+    """Train (resuming from the output folder's last complete checkpoint if any), save the model, evaluate."""
+    needs_optimizer = not args.save_only_model
     checkpoint = args.resume_from_checkpoint
-    if checkpoint is None and os.path.isdir(args.output_dir):
-        checkpoint = get_last_checkpoint(args.output_dir)
+    if checkpoint is not None:
+        problem = checkpoint_problem(checkpoint, needs_optimizer)
+        if problem is not None:
+            raise ValueError(
+                f"Cannot resume from {checkpoint}: {problem}. Give `resume_from_checkpoint` a complete one."
+            )
+    elif not args.overwrite_output_dir:
+        checkpoint = last_complete_checkpoint(args.output_dir, needs_optimizer)
         if checkpoint is not None:
-            logger.info("Resuming from %s (delete it or change `output_dir` to start over).", checkpoint)
+            logger.info(
+                "Resuming from %s (pass `overwrite_output_dir: true` or change `output_dir` to start over).",
+                checkpoint,
+            )
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
@@ -61,16 +70,26 @@ def _fit(trainer: Trainer, args: DistillationConfig) -> Trainer:
 
 def train(args: DistillationConfig) -> Trainer:
     """Fine-tune `model_name_or_path` (or a model built from `model_config`) with cross-entropy alone."""
+    if args.should_save:
+        check_output_dir(args.output_dir)
+    prepare_output_dir(args, "train")
     raw_datasets = load_raw_datasets(args)
+    if args.label_column not in raw_datasets[0].column_names:
+        raise ValueError(
+            f"`kd-hf train` learns from labels alone, and split {args.train_split!r} has no label column "
+            f"{args.label_column!r}: label the data, or distil a teacher's soft labels with `kd-hf distill`."
+        )
     set_seed(args.seed)  # a model built from a config starts from the recipe's seed
     model = build_student(args, None, label_names(raw_datasets[0], args.label_column))
+    if not args.is_image_task:
+        check_max_length(args.max_length, model=model)
     if args.peft_config:
         model = apply_peft(model, args.peft_config, args.is_image_task)
     processor = _processor(args, model, args.model_name_or_path)
     train_dataset, eval_dataset = prepare_datasets(
         args, processor, num_channels=_num_channels(model), raw_datasets=raw_datasets
     )
-    trainer = Trainer(
+    trainer = ResumableTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -86,13 +105,21 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
     """Distil `teacher_model_name_or_path` (or `teachers`) into the recipe's student; `callbacks` go to the trainer."""
     if args.teacher_model_name_or_path is None:
         raise ValueError("`kd-hf distill` needs `teacher_model_name_or_path`; use `kd-hf train` to fine-tune alone.")
+    if args.should_save:
+        check_output_dir(args.output_dir)
+    prepare_output_dir(args, "distill")
     image = args.is_image_task
     # A student made of teacher layers copies them at full precision; the trainer then casts the teacher.
     teacher = load_teacher(args, dtype=args.teacher_dtype if args.model_init != "teacher_layers" else "auto")
     reference = teacher.teachers[0] if isinstance(teacher, EnsembleTeacher) else teacher
     raw_datasets = load_raw_datasets(args)
     set_seed(args.seed)  # a student built from a config starts from the recipe's seed
-    student = build_student(args, reference, label_names(raw_datasets[0], args.label_column))
+    # Classes as the labelled split names them; unlabelled data (soft labels alone) takes the teacher's.
+    labelled = [split for split in raw_datasets if split is not None and args.label_column in split.column_names]
+    labels = label_names(labelled[0], args.label_column) if labelled else class_names(reference.config)
+    student = build_student(args, reference, labels)
+    if not image:
+        check_max_length(args.max_length, student=student, teacher=teacher)
     if args.peft_config:
         student = apply_peft(student, args.peft_config, image)
     teacher_processor = load_processor(args.teacher_model_name_or_path, image, args.trust_remote_code)
@@ -119,7 +146,9 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         callbacks=callbacks,
     )
     _fit(trainer, args)
-    if eval_dataset is not None and args.should_save:
+    if eval_dataset is not None and "labels" not in eval_dataset.column_names:
+        logger.info("The eval split has no labels: no accuracy report; the log holds the agreement with the teacher.")
+    elif eval_dataset is not None and args.should_save:
         results = evaluate_student(
             trainer.accelerator.unwrap_model(trainer.model).eval(),
             trainer.accelerator.unwrap_model(trainer.teacher),

@@ -3,8 +3,8 @@
 On 2 CPU cores the teacher's forward pass costs more than the student's whole training step; over several epochs (or
 several runs) the same teacher sees the same examples again and again. `cache_teacher_outputs` runs the teacher once
 over a dataset and stores its logits, and optionally its attributions, as columns (`teacher_logits`,
-`teacher_attributions`) through datasets' fingerprinted `map`: a second call with the same teacher weights, dataset,
-preprocessing and settings reads the cache; any change recomputes it. `DistillationTrainer` then skips the teacher
+`teacher_attributions`) through datasets' fingerprinted `map`: a second call with the same teacher (weights, config,
+attention kernel and dtype), dataset, preprocessing and settings reads the cache; any change recomputes it. `DistillationTrainer` then skips the teacher
 whenever a batch holds what its losses need.
 
 The cache is only right when every pass over the data feeds the teacher the same inputs. A dataset with an on-the-fly
@@ -13,12 +13,14 @@ transform (`set_transform` / `with_transform`, the usual place of random augment
 """
 
 import hashlib
+import json
 import logging
 
 import datasets
 import torch
 from datasets.fingerprint import Hasher
 from torch import nn
+from transformers import PreTrainedModel
 
 from .data import TEACHER_CACHE_COLUMNS, model_inputs
 from .explain.gradients import gradient_attribution
@@ -49,6 +51,28 @@ def weights_digest(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def settings_digest(model: nn.Module) -> str:
+    """SHA-256 of what besides the weights decides a teacher's outputs: each network's config (labels, architecture
+    settings), its attention kernel, the weights' dtypes and an ensemble's combination; not where it was loaded
+    from."""
+    configs = {id(m.config): m.config for m in model.modules() if isinstance(m, PreTrainedModel)}
+    settings = []
+    for config in configs.values():
+        values = config.to_dict()
+        for key in ("_name_or_path", "name_or_path", "transformers_version"):
+            values.pop(key, None)
+        values["attn_implementation"] = config._attn_implementation
+        settings.append(values)
+    settings.append(sorted({str(p.dtype) for p in model.parameters()}))
+    # An ensemble's soft labels also depend on how the members are combined (its weights are in the state dict).
+    settings.append([getattr(model, name, None) for name in ("combination", "temperature")])
+    try:
+        text = json.dumps(settings, sort_keys=True, default=str)
+    except TypeError:  # a map with keys of mixed types cannot be sorted; its order is the config's own
+        text = json.dumps(settings, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def cache_teacher_outputs(
@@ -85,7 +109,14 @@ def cache_teacher_outputs(
         return dataset
     dataset = dataset.remove_columns([c for c in TEACHER_CACHE_COLUMNS if c in dataset.column_names])
     fingerprint = Hasher.hash(
-        [dataset._fingerprint, weights_digest(teacher), attributions, attribution_method, CACHE_VERSION]
+        [
+            dataset._fingerprint,
+            weights_digest(teacher),
+            settings_digest(teacher),
+            attributions,
+            attribution_method,
+            CACHE_VERSION,
+        ]
     )
     device = next(teacher.parameters()).device
     dtype = next(teacher.parameters()).dtype

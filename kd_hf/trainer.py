@@ -4,18 +4,21 @@ import copy
 import inspect
 import logging
 import os
+import tempfile
 from collections import defaultdict
 
+import datasets
 import torch
 import torch.nn.functional as F
 from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import PreTrainedModel, Trainer
+from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
+from transformers.trainer_utils import EvalLoopOutput
 
 from .card import card_facts, write_card
+from .checkpoints import ResumableTrainer, check_keys
 from .config import DistillationConfig
 from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, model_inputs
 from .ensemble import EnsembleTeacher, ensemble_of, load_teacher
@@ -25,7 +28,7 @@ from .hub import push_student
 from .losses import build_losses, loss_requirements
 from .losses.attention import qkv_module_names
 from .metrics import classification_metrics, top1_agreement
-from .pairing import align_labels, use_eager_attention
+from .pairing import align_labels, check_modalities, use_eager_attention
 from .teacher_cache import cache_teacher_outputs
 
 
@@ -64,6 +67,29 @@ class QKVRecorder:
         return layers
 
 
+def check_output_dir(output_dir: str) -> None:
+    """Fail at set-up, not at the first checkpoint, when `output_dir` cannot be created or written.
+
+    Nothing is created: the nearest folder that exists on the way to `output_dir` is probed with a temporary file.
+    """
+    existing = os.path.abspath(os.path.expanduser(output_dir))
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise NotADirectoryError(
+            f"`output_dir` {output_dir!r} cannot be created: {existing!r} is a file. Set `output_dir` to a folder "
+            "path (or move that file away)."
+        )
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"`output_dir` {output_dir!r} is not writable ({existing!r}: {error.strerror}); set `output_dir` to a "
+            "folder you can write to, or fix its permissions."
+        ) from error
+
+
 def prepare_deepspeed(model: PreTrainedModel, accelerator) -> torch.nn.Module:
     """Wrap a frozen model for DeepSpeed: sharded like the student under ZeRO-3, replicated (stage 0) otherwise."""
     import deepspeed
@@ -87,7 +113,7 @@ def prepare_deepspeed(model: PreTrainedModel, accelerator) -> torch.nn.Module:
     return engine
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(ResumableTrainer):
     r"""
     Trains `model` (the student) to match `teacher_model` with the losses named in `args.loss_type`.
 
@@ -131,7 +157,12 @@ class DistillationTrainer(Trainer):
             teacher_model = load_teacher(args, names=None if teacher_model is None else [teacher_model])
         elif isinstance(teacher_model, (list, tuple)):
             teacher_model = ensemble_of(list(teacher_model), args)
-        # Fail before training when the label spaces disagree or the pair cannot support a loss.
+        # Fail before training when the output folder, the inputs or the label spaces disagree with the run, or the
+        # pair cannot support a loss.
+        if args.should_save:
+            check_output_dir(args.output_dir)
+        check_modalities(teacher_model, model)
+        _check_labels_for_alpha(kwargs.get("train_dataset"), args.alpha)
         self.teacher_label_order = align_labels(teacher_model.config, model.config, args.label_mapping)
         self.losses = build_losses(args, model.config, teacher_model.config)
         self.loss_needs = {name: loss_requirements(name, loss) for name, loss in self.losses.items()}
@@ -236,11 +267,9 @@ class DistillationTrainer(Trainer):
             optimizer.register_step_post_hook(lambda *_: self.loss_modules.zero_grad(set_to_none=True))
         return optimizer
 
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+    def _save_extra_state(self, folder: str) -> None:
         state = self.loss_modules.state_dict()
-        if state and self.args.should_save:
-            folder = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if state:
             save_file(
                 {k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, LOSS_STATE_NAME)
             )
@@ -248,10 +277,12 @@ class DistillationTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, LOSS_STATE_NAME)
-        if os.path.isfile(path):
-            self.loss_modules.load_state_dict(load_file(path, device=str(self.args.device)))
-        elif self.loss_modules.state_dict():
-            logger.warning("%s has no %s: the loss projections start afresh.", resume_from_checkpoint, LOSS_STATE_NAME)
+        saved = load_file(path, device=str(self.args.device)) if os.path.isfile(path) else {}
+        ours = self.loss_modules.state_dict()
+        check_keys(resume_from_checkpoint, self.loss_modules, ours.keys() - saved.keys(), saved.keys() - ours.keys(),
+                   what=f"loss parameters ({LOSS_STATE_NAME})")  # fmt: skip
+        if saved:
+            self.loss_modules.load_state_dict(saved)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """Save the student (never the teacher) and, on the main process, its explanation card next to it."""
@@ -402,7 +433,12 @@ class DistillationTrainer(Trainer):
         return not model.training or self.state.global_step % self.args.attribution_every == 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """`alpha * CE + (1 - alpha) * sum_i w_i * loss_i`, each part logged; normalised over the accumulated batch."""
+        """`alpha * CE + (1 - alpha) * sum_i w_i * loss_i`, each part logged; normalised over the accumulated batch.
+
+        The distillation losses are averaged over every example and the cross-entropy over the labelled ones (label
+        -100 is no label), so an unlabelled example learns from the teacher's soft labels alone and a batch without
+        labels has no hard-label term. In training, a non-finite loss stops the run before its update.
+        """
         args = self.args
         student_inputs = model_inputs(inputs)
         labels = inputs.get("labels")
@@ -428,28 +464,83 @@ class DistillationTrainer(Trainer):
         }
         parts = {name: loss(outputs, teacher_outputs, inputs, args) for name, loss in active.items()}
         weights = dict(zip(args.loss_type, args.loss_weights))
-        per_example = (1 - args.alpha) * sum(weights[name] * value for name, value in parts.items())
+        distillation = (1 - args.alpha) * sum(weights[name] * value for name, value in parts.items())
+        gathered = num_items_in_batch is not None
+        if not gathered:
+            num_items_in_batch = self._get_num_items_in_batch([inputs], outputs.logits.device, gather=False)
+        examples, labelled = num_items_in_batch
+        loss = distillation.sum() / examples
         if labels is not None:
             parts["ce"] = F.cross_entropy(outputs.logits.float(), labels, reduction="none", ignore_index=-100)
-            per_example = per_example + args.alpha * parts["ce"]
-
-        if num_items_in_batch is None:
-            loss = per_example.mean()
-        else:
-            loss = per_example.sum() / num_items_in_batch
-            if args.average_tokens_across_devices and args.world_size > 1:
-                # `num_items_in_batch` counts every process's examples and DDP averages gradients over processes.
-                loss = loss * args.world_size
+            # Zero, not 0/0, when no example of the accumulated batch has a label.
+            loss = loss + args.alpha * parts["ce"].sum() / labelled.clamp_min(1)
+        if gathered and args.average_tokens_across_devices and args.world_size > 1:
+            # The counts cover every process's examples and DDP averages gradients over processes.
+            loss = loss * args.world_size
+        if model.training and not torch.isfinite(loss):
+            # One device sync per step (CPU: free), the price of stopping at the first non-finite loss: checking
+            # only the logged means would let up to `logging_steps` updates train on NaN first.
+            raise FloatingPointError(self._non_finite_loss_message(model, parts, inputs, outputs, teacher_outputs))
 
         mode = "train" if model.training else "eval"
         for name, value in parts.items():
             # Kept on the device: `.item()` here would wait for it at every step; `_mean_metrics` syncs once per log.
-            self._metrics[mode][f"{name}_loss"].append(value.detach().mean())
+            if name == "ce":  # summed here, divided by the labelled examples of the logging window in `_mean_metrics`
+                self._metrics[mode]["ce_loss"].append(value.detach().sum())
+                self._metrics[mode]["labelled_examples"].append(labels.ne(-100).sum())
+            else:
+                self._metrics[mode][f"{name}_loss"].append(value.detach().mean())
         if mode == "eval":
             # Per example, so that padding added to even out the last batch across processes is dropped.
             agreement = top1_agreement(outputs.logits.detach(), teacher_outputs.logits)
             self._metrics[mode]["teacher_agreement"].append(self.accelerator.gather_for_metrics(agreement))
         return (loss, {"logits": outputs.logits}) if return_outputs else loss
+
+    def _non_finite_loss_message(self, model, parts, inputs, outputs, teacher_outputs) -> str:
+        """Which loss part is NaN/inf at which step, and what in the batch or the models made it so."""
+        bad_parts = [f"`{name}_loss`" for name, value in parts.items() if not torch.isfinite(value).all()]
+        causes = []
+        bad_inputs = [
+            f"`{name}`"
+            for name, value in inputs.items()
+            if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()
+        ]
+        if bad_inputs:
+            causes.append(f"the batch's {', '.join(bad_inputs)} hold NaN/inf")
+        if not torch.isfinite(teacher_outputs.logits).all():
+            causes.append("the teacher's logits are NaN/inf")
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            causes.append("the student's weights hold NaN/inf: an earlier update diverged")
+        elif not torch.isfinite(outputs.logits).all():
+            causes.append("the student's logits are NaN/inf")
+        found = f" ({'; '.join(causes)})" if causes else ""
+        return (
+            f"Non-finite loss at step {self.state.global_step + 1}: {', '.join(bad_parts) or 'the total loss'} is "
+            f"NaN/inf{found}. Training stopped before this step's update: "
+            "check the inputs for NaN/inf, lower `learning_rate` (and keep `max_grad_norm` > 0), and with `fp16: "
+            "true` (or `teacher_dtype: float16`) try bf16 or fp32, since fp16 overflows above 65504."
+        )
+
+    def _get_num_items_in_batch(self, batch_samples: list, device, gather: bool = True) -> torch.Tensor:
+        """Examples and labelled examples (label != -100) of an accumulated batch, over every process when
+        `average_tokens_across_devices`; `compute_loss` averages the distillation losses over the first and the
+        cross-entropy over the second, so that gradient accumulation gives the loss of one large batch."""
+        examples = sum(_batch_size(batch) for batch in batch_samples)
+        labelled = torch.zeros((), dtype=torch.long, device=device)
+        for batch in batch_samples:
+            if batch.get("labels") is not None:
+                labelled = labelled + batch["labels"].ne(-100).sum().to(device)
+        counts = torch.stack([torch.tensor(examples, device=device), labelled])
+        if gather and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            counts = self.accelerator.gather(counts).view(-1, 2).sum(0)
+        return counts
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if inputs.get("labels") is None:
+            # Unlabelled examples (all -100) still have their distillation losses and agreement with the teacher,
+            # which Trainer computes only for batches with labels.
+            inputs = {**inputs, "labels": torch.full((_batch_size(inputs),), -100, dtype=torch.long)}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
@@ -477,8 +568,30 @@ class DistillationTrainer(Trainer):
             means = dict(zip(keys, self.accelerator.gather(local).view(-1, len(keys)).mean(0).tolist()))
         if agreement:
             means["teacher_agreement"] = torch.cat(agreement).float().mean().item()
+        labelled = means.pop("labelled_examples", None)
+        if labelled is not None:
+            # Cross-entropy per labelled example; none labelled in the window: no figure, rather than 0 or NaN.
+            ce_sum = means.pop("ce_loss")
+            if labelled > 0:
+                means["ce_loss"] = ce_sum / labelled
         metrics.clear()
         return means
+
+
+def _check_labels_for_alpha(dataset, alpha: float) -> None:
+    """`alpha: 1` trains on hard labels alone: refuse a training set that has none."""
+    if alpha < 1 or not isinstance(dataset, datasets.Dataset):
+        return
+    if "labels" in dataset.column_names and set(dataset.unique("labels")) - {-100}:
+        return
+    raise ValueError(
+        "`alpha` is 1, which trains on hard labels alone, but the training set has no labels: lower `alpha` (0 "
+        "trains on the teacher's soft labels alone), or give labelled data."
+    )
+
+
+def _batch_size(batch: dict) -> int:
+    return len(next(iter(model_inputs(batch).values())))
 
 
 def _detach(value):

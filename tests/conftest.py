@@ -236,3 +236,16 @@ def dead_endpoint(monkeypatch, tmp_path):
         point_client_at(monkeypatch, url, cache_dir=tmp_path / "hub_cache", token=TOKEN)
         skip_retry_waits(monkeypatch)
         yield url
+
+
+@pytest.fixture
+def silent_endpoint(monkeypatch, tmp_path):
+    """A Hub that accepts connections and never answers: `huggingface_hub` and `transformers` pointed at a loopback
+    port that listens and never reads, as `dead_endpoint` does for one that refuses them (retry waits skipped too);
+    the value is that endpoint's URL."""
+    from hub_server import TOKEN, point_client_at, silent_port_url, skip_retry_waits
+
+    with silent_port_url() as url:
+        point_client_at(monkeypatch, url, cache_dir=tmp_path / "hub_cache", token=TOKEN)
+        skip_retry_waits(monkeypatch)
+        yield url

@@ -12,7 +12,8 @@ with HubServer() as server, pytest.MonkeyPatch.context() as monkeypatch:
     server.files("me/tiny")  # {"config.json": b"...", "model.safetensors": b"..."}
 ```
 
-In tests, the `hub_server` and `dead_endpoint` fixtures of `tests/conftest.py` do this set-up.
+In tests, the `hub_server`, `dead_endpoint` and `silent_endpoint` fixtures of `tests/conftest.py` do this set-up;
+`server.requests` lists every request the server received.
 
 Supported: repo types model, dataset and space; the branch "main" (a revision is "main" or a commit sha of its
 history); public and private repos (a private repo is visible to the server's token only). Not supported: other
@@ -145,6 +146,7 @@ class HubServer:
         self.token, self.user = token, user
         self.url = ""
         self._repos: dict[tuple[str, str], HubRepo] = {}
+        self.requests: list[str] = []  # "METHOD /path" of every request, oldest first
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -184,9 +186,10 @@ class HubServer:
     # --- What tests read back ---------------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget every repo."""
+        """Forget every repo and every request."""
         with self._lock:
             self._repos.clear()
+            self.requests.clear()
 
     def repo(self, repo_id: str, repo_type: str = "model") -> HubRepo:
         """The stored repo (its privacy, Space SDK and commit history); `KeyError` if it does not exist."""
@@ -324,6 +327,12 @@ class HubServer:
         async def hub_error(request: Request, error: HubError) -> JSONResponse:
             return error.response()
 
+        @app.middleware("http")
+        async def record(request: Request, call_next):
+            with self._lock:
+                self.requests.append(f"{request.method} {request.url.path}")
+            return await call_next(request)
+
         def repo_type_of(kind: str) -> str:
             if kind not in _API_KINDS:
                 raise HubError(404, f"Unknown repo kind {kind!r}")
@@ -453,6 +462,19 @@ def skip_retry_waits(monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub.utils import _http
 
     monkeypatch.setattr(_http, "time", SimpleNamespace(sleep=lambda seconds: None))  # its only use of `time`
+
+
+@contextmanager
+def silent_port_url() -> Iterator[str]:
+    """The URL of a loopback port that accepts connections and never answers, for as long as the block runs.
+
+    The socket listens and is never read: the kernel completes the handshake and queues the connection, so a client
+    connects, sends its request and waits for an answer that never comes.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @contextmanager

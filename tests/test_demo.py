@@ -3,6 +3,7 @@
 import contextlib
 import importlib.util
 import json
+import os
 import socket
 from pathlib import Path
 
@@ -234,6 +235,50 @@ def test_image_demo_answers_unreadable_or_huge_images_with_a_message(image_app, 
         handle_file(str(tmp_path / "large.png")), "saliency", 8, api_name="/explain_image"
     )
     assert "shrunk to 1024" in message and student["label"]
+
+
+def _raw_call(client, payload) -> str:
+    """`/explain_image` called over plain HTTP with `payload` as the image (gradio_client would upload a local file
+    that carries the file marker): the raw event stream that comes back."""
+    import httpx
+
+    url = client.src.rstrip("/") + "/gradio_api/call/explain_image"
+    event = httpx.post(url, json={"data": [payload, "saliency", 8]}).json()["event_id"]
+    return httpx.get(f"{url}/{event}", timeout=30).text
+
+
+def test_image_demo_reads_only_uploaded_files_and_says_the_same_of_any_other_path(image_app, tmp_path):
+    from gradio_client import handle_file
+
+    existing = _digit(tmp_path / "secret.png")  # an image on the server, never uploaded
+    answers = [
+        image_app.predict({"path": path}, "saliency", 8, api_name="/explain_image")
+        for path in (existing, str(tmp_path / "missing.png"), str(tmp_path))
+    ]
+    messages = {(message, figures["error"]) for message, *_, figures, _ in answers}
+    assert len(messages) == 1  # nothing tells an existing path from a missing one
+    [(message, _)] = messages
+    assert message.startswith("⚠️") and "uploaded" in message and "Explained class" not in message
+    assert all(answer[2] == {} and answer[4] is None for answer in answers)  # no prediction, no overlay
+    # With gradio's file marker, gradio itself refuses a path it did not receive as an upload.
+    marked = [_raw_call(image_app, {"path": p, "meta": {"_type": "gradio.FileData"}}) for p in (existing, "/nope.png")]
+    assert all("event: error" in raw and "Explained class" not in raw for raw in marked)
+    # An upload of the same file is explained.
+    message, *_ = image_app.predict(handle_file(existing), "saliency", 8, api_name="/explain_image")
+    assert "Explained class" in message
+
+
+def test_image_demo_never_opens_a_fifo(image_app, tmp_path):
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    try:
+        job = image_app.submit({"path": str(fifo)}, "saliency", 8, api_name="/explain_image")
+        message, *_, figures, _ = job.result(timeout=20)
+    finally:  # a reader blocked on the FIFO (the bug) gets end-of-file and frees the demo's only worker
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    missing, *_ = image_app.predict({"path": str(tmp_path / "missing.png")}, "saliency", 8, api_name="/explain_image")
+    assert message == missing and message.startswith("⚠️") and figures["error"] in message
 
 
 def test_image_demo_with_unloadable_teacher_runs_the_student_alone(image_models, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -73,3 +74,74 @@ def test_median_latency_counts_only_timed_runs():
     model = lambda **inputs: calls.append(inputs)  # noqa: E731
     assert median_latency_ms(model, {"x": torch.zeros(1)}, repeats=5, warmup=2) >= 0
     assert len(calls) == 7
+
+
+def test_eval_explains_texts_longer_than_its_max_length(tmp_path, minilm_tokenizer):
+    import csv
+
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from kd_hf.evaluation import evaluate_student
+
+    for name, layers in (("teacher", 2), ("student", 1)):
+        torch.manual_seed(layers)
+        config = BertConfig(hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64)
+        BertForSequenceClassification(config).save_pretrained(tmp_path / name)
+        minilm_tokenizer.save_pretrained(tmp_path / name)
+    with open(tmp_path / "validation.csv", "w", newline="") as file:
+        csv.writer(file).writerows(
+            [("text", "label"), (" ".join(["a dull and tired film"] * 40), 0), ("a fine film", 1)]
+        )  # the first text is 202 tokens long
+    results = evaluate_student(
+        str(tmp_path / "student"), str(tmp_path / "teacher"), "csv", str(tmp_path / "out"),
+        data_files={"train": str(tmp_path / "validation.csv"), "validation": str(tmp_path / "validation.csv")},
+        explanation_examples=2,
+        explanation_method="input_x_gradient", latency_repeats=1,
+    )  # fmt: skip
+    examples = results["explanations"]["examples"]
+    assert len(examples) == 2 and len(examples[0]["text"].split()) == 126  # max_length 128, less [CLS] and [SEP]
+
+
+def _results(**student):
+    return {
+        "task": "text-classification", "dataset": {"name": "d", "config": None, "split": "test", "num_examples": 2},
+        "labels": ["negative", "positive"], "student": {"name_or_path": "s", "accuracy": 0.5, **student},
+        "teacher": None, "explanations": None, "global": None,
+    }  # fmt: skip
+
+
+def test_a_failed_write_leaves_the_previous_results_whole(tmp_path):
+    import os
+
+    from kd_hf.evaluation import REPORT_FILE, RESULTS_FILE, write_results
+
+    write_results(_results(), str(tmp_path))
+    before = {name: (tmp_path / name).read_text() for name in (RESULTS_FILE, REPORT_FILE)}
+    with pytest.raises(TypeError):  # fails half-way through the JSON
+        write_results(_results(macro_f1=0.5, unserialisable=object()), str(tmp_path))
+    assert {name: (tmp_path / name).read_text() for name in before} == before
+    assert sorted(os.listdir(tmp_path)) == sorted(before)  # no temporary files left behind
+
+
+def test_results_json_holds_null_where_a_figure_is_undefined(tmp_path):
+    from kd_hf.evaluation import RESULTS_FILE, read_results, write_results
+    from kd_hf.explain.compare import _summary
+    from kd_hf.metrics.explanation import explanation_agreement
+
+    constant = [np.ones(4)]  # every rank correlation undefined: NaN in memory
+    faithful = _summary([{"comprehensiveness": 0.1, "sufficiency": 0.2, "deletion_auc": 0.3, "insertion_auc": 0.4,
+                          "deletion_curve": [1.0, 0.0]}])  # fmt: skip
+    results = _results(predictive_kl=float("nan"), speedup={"batch_1": float("inf")})
+    results["explanations"] = {
+        "settings": {"method": "saliency", "n_steps": None}, "num_examples": 1,
+        "agreement": explanation_agreement(constant, constant), "faithfulness": {"teacher": faithful, "student": faithful},
+    }  # fmt: skip
+    write_results(results, str(tmp_path))
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in {RESULTS_FILE}")
+
+    strict = json.loads((tmp_path / RESULTS_FILE).read_text(), parse_constant=refuse)
+    assert strict["student"]["predictive_kl"] is None and strict["student"]["speedup"]["batch_1"] is None
+    assert strict["explanations"]["agreement"]["spearman"]["mean"] is None
+    assert "| spearman | – | – |" in results_tables(read_results(str(tmp_path)))  # read back, it still renders

@@ -193,3 +193,49 @@ def test_explain_command_writes_image_overlays(tmp_path, make_vit):
     report = json.loads((out / "explanation_report.json").read_text())
     assert report["agreement"]["cosine"]["n"] == 3
     assert len(list((out / "explanations").glob("*_student.png"))) == 3
+
+
+def _long_bert(layers: int, seed: int):
+    """A tiny BERT that takes MiniLM's 512 tokens (the shared fixture's takes 64)."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64, num_labels=2
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+@pytest.mark.parametrize("max_length", [128, 40])
+def test_texts_longer_than_the_explained_length_are_explained_and_measured_on_the_same_words(
+    minilm_tokenizer, max_length
+):
+    from kd_hf.explain.compare import compare_explanations
+
+    long = " ".join(["a good and great film"] * 40)  # 200 words, 202 tokens with [CLS] and [SEP]
+    comparison = compare_explanations(
+        _long_bert(2, seed=1), _long_bert(1, seed=2), [long, "a fine film"], minilm_tokenizer,
+        method="input_x_gradient", max_length=max_length,
+    )  # fmt: skip
+    assert [len(e.words) for e in comparison["explanations"]["student"]] == [max_length - 2, 3]
+    assert comparison["agreement"]["spearman"]["n"] == 2 and comparison["skipped"] == 0
+    assert len(comparison["faithfulness"]["student"]["deletion_curve"]) == 11
+
+
+def test_random_baseline_is_the_chance_level_of_each_metric():
+    rng = np.random.default_rng(0)
+    sizes = [5, 7, 10, 12, 23, 30]  # top-20%: k = 1, 1, 2, 2, 5, 6 features
+    teacher, student = [rng.standard_normal(n) for n in sizes], [rng.standard_normal(n) for n in sizes]
+    report = explanation_agreement(teacher, student)
+    chance = np.mean([max(1, round(0.2 * n)) / n for n in sizes])  # E|top_k(a) & top_k(shuffled b)| / k = k / n
+    assert report["top_k_overlap"]["random"] == pytest.approx(chance, abs=1e-3)
+    assert report["spearman"]["random"] == pytest.approx(0, abs=1e-3)
+    assert report["kendall"]["random"] == pytest.approx(0, abs=1e-3)
+    # Non-negative maps (saliency's) share their sign: shuffled ones are far from orthogonal.
+    teacher, student = [np.abs(t) for t in teacher], [np.abs(s) for s in student]
+    shuffled = [
+        np.mean([t @ rng.permutation(s) for _ in range(4000)]) / (np.linalg.norm(t) * np.linalg.norm(s))
+        for t, s in zip(teacher, student)
+    ]
+    random = explanation_agreement(teacher, student)["cosine"]["random"]
+    assert random > 0.5 and random == pytest.approx(np.mean(shuffled), abs=0.01)

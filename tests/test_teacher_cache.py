@@ -51,6 +51,24 @@ def test_changed_teacher_weights_recompute_the_cache(make_bert, on_disk, minilm_
     assert second["teacher_logits"] != first["teacher_logits"]
 
 
+def test_changed_teacher_config_recomputes_the_cache(make_bert, on_disk, minilm_tokenizer):
+    teacher = make_bert(seed=1)
+    collator = DistillationDataCollator(minilm_tokenizer)
+    cache_teacher_outputs(on_disk, teacher, collator, batch_size=8)
+    # The same weights under another config: other classes, and another attention kernel.
+    teacher.config.id2label, teacher.config.label2id = {0: "bad", 1: "good"}, {"bad": 0, "good": 1}
+    calls = _count_calls(teacher)
+    cache_teacher_outputs(on_disk, teacher, collator, batch_size=8)
+    assert len(calls) == 4
+    teacher.set_attn_implementation("eager")
+    cache_teacher_outputs(on_disk, teacher, collator, batch_size=8)
+    assert len(calls) == 8
+    # Where it was written from is no part of a teacher's identity.
+    teacher.config.name_or_path = "somewhere/else"
+    cache_teacher_outputs(on_disk, teacher, collator, batch_size=8)
+    assert len(calls) == 8
+
+
 def test_cached_attributions_keep_only_real_tokens(make_bert, on_disk, minilm_tokenizer):
     cached = cache_teacher_outputs(
         on_disk, make_bert(seed=1), DistillationDataCollator(minilm_tokenizer), attributions=True, batch_size=8

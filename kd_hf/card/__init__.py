@@ -190,11 +190,12 @@ def _summary(facts: dict) -> str:
             f"({s['accuracy']:.3f} vs {t['accuracy']:.3f}) and predicts its class {s['top1_agreement']:.0%} of the time."
         )
         explanations = results.get("explanations")
-        if explanations:
-            rho = explanations["agreement"]["spearman"]
+        rho = explanations and explanations["agreement"]["spearman"]
+        if rho and rho["mean"] is not None and rho["mean"] == rho["mean"]:  # None or NaN: undefined for every example
+            overlap = explanations["agreement"]["top_k_overlap"]
             line += (
-                f" Its explanations agree with the teacher's with Spearman ρ = {rho['mean']:.2f} "
-                f"(random attributions: {rho['random']:.2f})."
+                f" Its explanations agree with the teacher's with Spearman ρ = {rho['mean']:.2f} (0 by chance); "
+                f"their top-20% features overlap {overlap['mean']:.2f} ({overlap['random']:.2f} by chance)."
             )
     return line
 

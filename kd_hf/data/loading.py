@@ -9,6 +9,8 @@ import os
 from typing import Any
 
 import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
 from transformers.utils import logging
 
 from .offline import OFFLINE_PREFIX, load_offline_dataset
@@ -60,13 +62,26 @@ def _load_dict(args: Any) -> datasets.DatasetDict:
     )
 
 
+# `label_column`'s default: a dataset without such a column is unlabelled (for distillation), not a typo in a recipe.
+_DEFAULT_LABEL_COLUMN = "label"
+
+
 def _check_columns(dataset: datasets.Dataset, args: Any, split: str) -> None:
     if args.is_image_task:
         required = [("image column", args.image_column, "image_column")]
     else:
         required = [("text column", column, "text_columns") for column in args.text_columns]
-    required.append(("label column", args.label_column, "label_column"))
+    distilling = args.teacher_model_name_or_path is not None
     columns = dataset.column_names
+    if args.label_column in columns:
+        _check_label_cells(dataset, args.label_column, split)
+    elif distilling and args.label_column == _DEFAULT_LABEL_COLUMN:
+        logger.warning(
+            f"No label column {args.label_column!r} in split {split!r} (columns: {', '.join(columns)}): its examples "
+            "learn from the teacher's soft labels alone. Set `label_column` if one of these columns holds labels."
+        )
+    else:
+        required.append(("label column", args.label_column, "label_column"))
     for kind, column, field_name in required:
         if column in columns:
             continue
@@ -77,7 +92,34 @@ def _check_columns(dataset: datasets.Dataset, args: Any, split: str) -> None:
         images = [name for name, feature in dataset.features.items() if isinstance(feature, datasets.Image)]
         if images and not args.is_image_task:
             message += f" This is an image dataset: set `image_column: {images[0]}` to classify images."
+        if kind == "label column" and not distilling:
+            message += (
+                " `kd-hf train` learns from labels alone; to learn from unlabelled examples, distil a teacher's soft "
+                "labels with `kd-hf distill` (set `teacher_model_name_or_path`)."
+            )
         raise ValueError(message)
+
+
+def _check_label_cells(dataset: datasets.Dataset, column: str, split: str) -> None:
+    """An example without a label would crash mid-training: refuse empty cells (None, NaN, '' or a `ClassLabel`'s
+    -1) at load, with their count."""
+    values = dataset.with_format("arrow")[column]
+    if isinstance(values, pa.Table):
+        values = values.column(0)
+    empty = pc.is_null(values)
+    if pa.types.is_floating(values.type):
+        empty = pc.or_(empty, pc.fill_null(pc.is_nan(values), False))
+    elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        empty = pc.or_(empty, pc.fill_null(pc.equal(pc.utf8_trim_whitespace(values), ""), False))
+    elif isinstance(dataset.features[column], datasets.ClassLabel):
+        empty = pc.or_(empty, pc.fill_null(pc.less(values, 0), False))
+    count = pc.sum(empty).as_py() or 0
+    if count:
+        first = pc.index(empty, True).as_py()
+        raise ValueError(
+            f"label column {column!r} has {count} empty rows of {dataset.num_rows} in split {split!r} (None, NaN, '' "
+            f"or -1; the first is row {first}); drop them (e.g. `dataset.filter`) or fill them in before training."
+        )
 
 
 def label_names(dataset: datasets.Dataset, label_column: str = "label") -> list[str]:
@@ -144,6 +186,28 @@ def encode_labels(
     return dataset.map(encode, batched=True, features=features, desc="Encoding labels")
 
 
+def _encode_splits(
+    train: datasets.Dataset, evaluation: datasets.Dataset | None, column: str
+) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """Both splits' labels as ids of one list of names; a split without the label column (unlabelled examples, for
+    distillation) is left as it is."""
+    labelled = [split for split in (train, evaluation) if split is not None and column in split.column_names]
+    if not labelled:
+        return train, evaluation
+    names = label_names(labelled[0], column)
+    if len(labelled) == 2 and not isinstance(train.features[column], datasets.ClassLabel):
+        # Labels only the eval split has would otherwise have no id; sort them in with the others.
+        extra = set(label_names(evaluation, column)) - set(names)
+        if extra:
+            values = set(train.unique(column)) | set(evaluation.unique(column))
+            names = [str(value) for value in sorted(value for value in values if value is not None)]
+
+    def encode(split: datasets.Dataset | None) -> datasets.Dataset | None:
+        return encode_labels(split, column, names) if split is not None and column in split.column_names else split
+
+    return encode(train), encode(evaluation)
+
+
 def _hold_out(train: datasets.Dataset, args: Any) -> tuple[datasets.Dataset, datasets.Dataset]:
     try:
         split = train.train_test_split(
@@ -177,7 +241,8 @@ def load_raw_datasets(args: Any) -> tuple[datasets.Dataset, datasets.Dataset | N
 
     Returns:
         `tuple[datasets.Dataset, datasets.Dataset | None]`: the raw train and eval splits; both label columns use the
-        ids of [`label_names`] of the train split.
+        ids of [`label_names`] of the train split. With a teacher, a split may have no label column (unlabelled
+        examples) when `label_column` keeps its default; empty label cells are refused.
     """
     splits = _load_dict(args)
     if args.train_split not in splits:
@@ -193,17 +258,8 @@ def load_raw_datasets(args: Any) -> tuple[datasets.Dataset, datasets.Dataset | N
         if dataset is not None:
             _check_columns(dataset, args, name)
 
-    names = label_names(train, args.label_column)
-    if evaluation is not None and not isinstance(train.features[args.label_column], datasets.ClassLabel):
-        # Labels only the eval split has would otherwise have no id; sort them in with the others.
-        extra = set(label_names(evaluation, args.label_column)) - set(names)
-        if extra:
-            values = set(train.unique(args.label_column)) | set(evaluation.unique(args.label_column))
-            names = [str(value) for value in sorted(value for value in values if value is not None)]
-    train = encode_labels(train, args.label_column, names)
-    if evaluation is not None:
-        evaluation = encode_labels(evaluation, args.label_column, names)
-    elif args.eval_split is not None:
+    train, evaluation = _encode_splits(train, evaluation, args.label_column)
+    if evaluation is None and args.eval_split is not None:
         logger.info(
             f"No {args.eval_split!r} split (splits: {', '.join(splits)}); holding out {args.eval_split_size:.0%} "
             f"of {args.train_split!r} for evaluation."

@@ -21,8 +21,9 @@ def _summary(rows: list[dict], seed: int = 0) -> dict:
     return summary
 
 
-def _text_faithfulness(model, tokenizer, text, explanation, steps):
-    encoded = tokenizer([text], return_tensors="pt", truncation=True)
+def _text_faithfulness(model, tokenizer, text, explanation, steps, max_length):
+    # truncated as `explain_text` truncated it: the explanation scores exactly the words this encoding holds
+    encoded = tokenizer([text], return_tensors="pt", truncation=True, max_length=max_length)
     device = next(model.parameters()).device
     words = torch.tensor([-1 if w is None else w for w in encoded.word_ids(0)])
     inputs = {k: v.to(device) for k, v in encoded.items()}
@@ -46,15 +47,20 @@ def explain_model(
     n_steps=32,
     grid_size=None,
     faithfulness_steps=10,
+    max_length=128,
 ) -> dict:
     """One model's explanations of `examples` (texts with `tokenizer`, or a pixel tensor) and their faithfulness.
+    Texts are truncated to `max_length` tokens for both.
 
     Returns:
         `dict` with `explanations` (one `Explanation` each) and `faithfulness` (one dict of figures each).
     """
     if tokenizer is not None:
-        explanations = explain_text(model, tokenizer, examples, method, targets, n_steps=n_steps)
-        rows = [_text_faithfulness(model, tokenizer, x, e, faithfulness_steps) for x, e in zip(examples, explanations)]
+        explanations = explain_text(model, tokenizer, examples, method, targets, n_steps=n_steps, max_length=max_length)
+        rows = [
+            _text_faithfulness(model, tokenizer, x, e, faithfulness_steps, max_length)
+            for x, e in zip(examples, explanations)
+        ]
     else:
         explanations = explain_images(model, examples, method, targets, n_steps, grid_size=grid_size)
         cells = _grid_cells(*examples.shape[-2:], explanations[0].grid.shape[0])
@@ -76,6 +82,7 @@ def compare_explanations(
     faithfulness_steps: int = 10,
     seed: int = 0,
     teacher_explained: dict | None = None,
+    max_length: int = 128,
 ) -> dict:
     """Explain `examples` (texts, or a `[n, channels, h, w]` pixel tensor) with both models and compare.
 
@@ -83,7 +90,8 @@ def compare_explanations(
     two tokenizers split words differently are skipped and counted); image explanations cell by cell on the student's
     patch grid. Faithfulness is measured for each model on its own explanation. Pass `teacher_explained` (what
     `explain_model` returned for the teacher, or `result["teacher"]` of an earlier call) to compare several students
-    with one teacher without explaining it again.
+    with one teacher without explaining it again. Texts are truncated to `max_length` tokens, for the explanations
+    and for the faithfulness figures alike.
 
     Returns:
         `dict` with `agreement` (see `kd_hf.metrics.explanation.explanation_agreement`), `faithfulness` per model
@@ -92,7 +100,9 @@ def compare_explanations(
     """
     text = tokenizer is not None
     grid_size = None if text else patch_grid_size(student)
-    options = dict(method=method, n_steps=n_steps, grid_size=grid_size, faithfulness_steps=faithfulness_steps)
+    options = dict(
+        method=method, n_steps=n_steps, grid_size=grid_size, faithfulness_steps=faithfulness_steps, max_length=max_length
+    )
     if teacher_explained is None:
         teacher_explained = explain_model(
             teacher, examples, teacher_tokenizer or tokenizer if text else None, **options

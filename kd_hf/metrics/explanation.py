@@ -3,8 +3,10 @@
 Per example, between two attribution vectors over the same words (text) or patch-grid cells (images): Spearman's
 rho and Kendall's tau-b of the *signed* scores (scipy), the overlap of the top-k features by signed score
 (`|top_k(a_T) & top_k(a_S)| / k`, k a fraction of the features), and cosine similarity. Each figure is averaged over
-examples with a bootstrap 95% interval, next to the same figure for random attributions (standard normal scores),
-which is what "no agreement" looks like on the same examples.
+examples with a bootstrap 95% interval, next to its chance level on the same examples: the figure's expected value
+when the student's scores are shuffled at random, which is what "no agreement" looks like. It is exact, not a draw:
+0 for the rank correlations, k/n for top-k overlap (not 0: two random top-20% sets share a fifth of their features)
+and `Σa_T Σa_S / (n ‖a_T‖ ‖a_S‖)` for cosine (not 0 either when both maps are mostly positive, as saliency's are).
 """
 
 import numpy as np
@@ -30,6 +32,26 @@ def agreement(a: np.ndarray, b: np.ndarray, top_k: float = 0.2) -> dict[str, flo
     }
 
 
+def chance_agreement(a: np.ndarray, b: np.ndarray, top_k: float = 0.2) -> dict[str, float]:
+    """The expected `agreement(a, b, top_k)` when `b`'s scores are shuffled uniformly at random (NaN where
+    `agreement` is undefined). Over every permutation, a position of `b` holds each score equally often: the rank
+    correlations average 0, a top-k set is a random k of the n features (so k * k/n of them are shared), and
+    `E[a @ b] = n mean(a) mean(b)`.
+    """
+    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"Attributions cover different features ({a.size} vs {b.size}); align them first.")
+    k = max(1, int(round(top_k * a.size)))
+    undefined = np.ptp(a) == 0 or np.ptp(b) == 0 or a.size < 2
+    norm = np.linalg.norm(a) * np.linalg.norm(b)
+    return {
+        "spearman": float("nan") if undefined else 0.0,
+        "kendall": float("nan") if undefined else 0.0,
+        "top_k_overlap": k / a.size,
+        "cosine": float(a.sum() * b.sum() / (a.size * norm)) if norm > 0 else float("nan"),
+    }
+
+
 def bootstrap_interval(values, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """Mean of `values` (NaNs dropped) and its percentile-bootstrap 95% interval."""
     values = np.asarray([v for v in values if not np.isnan(v)], dtype=float)
@@ -47,13 +69,12 @@ def explanation_agreement(
 
     Returns:
         `dict`: for each metric, `{"mean", "low", "high", "random", "n"}` (bootstrap 95% interval; `random` is the
-        mean agreement of the teacher's attributions with standard-normal ones).
+        chance level, `chance_agreement` averaged over the examples where the metric is defined).
     """
     if len(teacher) != len(student):
         raise ValueError(f"{len(teacher)} teacher attributions but {len(student)} student ones.")
-    rng = np.random.default_rng(seed)
     per_example = [agreement(t, s, top_k) for t, s in zip(teacher, student)]
-    random = [agreement(t, rng.standard_normal(np.size(t)), top_k) for t in teacher]
+    random = [chance_agreement(t, s, top_k) for t, s in zip(teacher, student)]
     report = {}
     for metric in AGREEMENT_METRICS:
         mean, low, high = bootstrap_interval([row[metric] for row in per_example], seed=seed)
