@@ -19,6 +19,7 @@ import shutil
 import zipfile
 
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 from transformers import PreTrainedModel, Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import (
@@ -97,7 +98,8 @@ class ResumableTrainer(Trainer):
         """Load a full-weights checkpoint into a single-process model; leave adapters, FSDP and DeepSpeed to Trainer."""
         model = self.model if model is None else model
         distributed = self.is_deepspeed_enabled or self.is_fsdp_enabled or is_sagemaker_mp_enabled()
-        if distributed or not any(os.path.isfile(os.path.join(folder, name)) for name in _FULL_WEIGHTS):
+        readable = _FULL_WEIGHTS if isinstance(model, PreTrainedModel) else (SAFE_WEIGHTS_NAME,)
+        if distributed or not any(os.path.isfile(os.path.join(folder, name)) for name in readable):
             return False
         load_checkpoint_weights(model, folder)
         return True
@@ -119,8 +121,6 @@ def load_checkpoint_weights(model, folder: str) -> None:
         check_keys(folder, model, info["missing_keys"], info["unexpected_keys"], mismatched)
         state_dict = loaded.state_dict()
     else:
-        from safetensors.torch import load_file
-
         state_dict = load_file(os.path.join(folder, SAFE_WEIGHTS_NAME))
     result = model.load_state_dict(state_dict, strict=False)
     check_keys(folder, model, result.missing_keys, result.unexpected_keys)

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -344,16 +346,20 @@ class DistillationConfig(TrainingArguments):
     eval_split: str | None = field(
         default="validation",
         metadata={
-            "help": "Split to evaluate on; when the dataset lacks it, `eval_split_size` of the train split "
-            "is held out instead."
+            "help": "Split to evaluate on; it must exist, except `validation`: a dataset without that split has "
+            "`eval_split_size` of the train split held out instead."
         },
     )
     eval_split_size: float = field(
         default=0.1, metadata={"help": "Fraction of the train split held out when `eval_split` is missing, in (0, 1)."}
     )
     max_length: int = field(default=128, metadata={"help": "Maximum tokens per text example (truncation), >= 8."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Keep at most this many training examples."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Keep at most this many eval examples."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many training examples (>= 1)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Keep at most this many eval examples (>= 1)."}
+    )
 
     # Output folder.
     overwrite_output_dir: bool = field(
@@ -372,6 +378,10 @@ class DistillationConfig(TrainingArguments):
             "peft_config",
         ):  # fmt: skip
             setattr(self, name, _as_dict(getattr(self, name), name))
+        # A scalar where a list is expected (`loss_type: soft_label`) is a list of one, not a list of letters.
+        for name in _LIST_FIELDS:
+            if isinstance(getattr(self, name), (str, int, float)):
+                setattr(self, name, [getattr(self, name)])
 
         # Several teachers: the first is the reference, as if it were the only one.
         if self.teachers is not None:
@@ -463,6 +473,11 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"`eval_split_size` must be in (0, 1), got {self.eval_split_size}.")
         if self.max_length < 8:
             raise ValueError(f"`max_length` must be >= 8 tokens, got {self.max_length}.")
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(
+                    f"`{name}` must be >= 1, got {getattr(self, name)}; leave it unset to keep every example."
+                )
         if not self.text_columns and self.image_column is None:
             raise ValueError("Set `text_columns` (text classification) or `image_column` (image classification).")
         if len(self.text_columns) > 2 and self.image_column is None:
@@ -483,4 +498,16 @@ class DistillationConfig(TrainingArguments):
 # What kd_hf adds to `TrainingArguments`.
 _OWN_FIELDS = frozenset(f.name for f in dataclasses.fields(DistillationConfig)) - frozenset(
     f.name for f in dataclasses.fields(TrainingArguments)
+)
+
+
+def _is_list(annotation) -> bool:
+    unions = (typing.Union, types.UnionType)
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in unions else (annotation,)
+    return any(typing.get_origin(option) is list for option in options)
+
+
+# kd_hf's list fields, where a scalar given for one is read as a list of one.
+_LIST_FIELDS = frozenset(
+    f.name for f in dataclasses.fields(DistillationConfig) if f.name in _OWN_FIELDS and _is_list(f.type)
 )

@@ -328,10 +328,12 @@ def _write_explanations(comparison: dict, output_dir: str, shown, images=None) -
 
 
 def _figure(value) -> str:
-    if value is None:
-        return "–"
     if isinstance(value, dict):  # a mean with its bootstrap interval
+        if _figure(value["mean"]) == "–":
+            return "–"
         return f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
+    if value is None or value != value:  # undefined: `null` in the JSON, NaN in memory
+        return "–"
     return f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
 
 
@@ -367,11 +369,11 @@ def results_tables(results: dict) -> str:
             + (f" ({settings['n_steps']} steps)" if settings["n_steps"] else "")
             + f" on {explanations['num_examples']} examples; means with bootstrap 95% intervals.",
             "",
-            "| explanation agreement (teacher vs student) | student | random attributions |",
+            "| explanation agreement (teacher vs student) | student | random attributions (chance) |",
             "|---|---|---|",
         ]
         lines += [
-            f"| {name.replace('_', ' ')} | {_figure(value)} | {value['random']:.3f} |"
+            f"| {name.replace('_', ' ')} | {_figure(value)} | {_figure(value['random'])} |"
             for name, value in explanations["agreement"].items()
         ]
         lines += ["", "| faithfulness | teacher | student |", "|---|---|---|"]
@@ -394,19 +396,22 @@ def read_results(folder: str) -> dict | None:
 
 
 def write_results(results: dict, output_dir: str) -> None:
-    """`eval_results.json` and `eval_report.md` in `output_dir`."""
-    with open(os.path.join(output_dir, RESULTS_FILE), "w") as file:
-        json.dump(results, file, indent=2)
-    dataset = results["dataset"]
-    with open(os.path.join(output_dir, REPORT_FILE), "w") as file:
-        file.write(
-            f"# Evaluation: {results['student']['name_or_path']}\n\n{dataset['name']}, split "
-            f"{dataset['split']!r}, {dataset['num_examples']} examples.\n\n{results_tables(results)}"
-        )
-        if results.get("global"):
-            from .interpret import global_summary
+    """`eval_results.json` (strict JSON: `null` where a figure is undefined) and `eval_report.md` in `output_dir`,
+    both rendered before either is written, and each written whole: a failure leaves the previous ones."""
+    from .explain.report import strict_json, write_atomically
 
-            file.write(f"\n## Global behaviour\n\n{global_summary(results['global'])}")
+    dataset = results["dataset"]
+    report = (
+        f"# Evaluation: {results['student']['name_or_path']}\n\n{dataset['name']}, split "
+        f"{dataset['split']!r}, {dataset['num_examples']} examples.\n\n{results_tables(results)}"
+    )
+    if results.get("global"):
+        from .interpret import global_summary
+
+        report += f"\n## Global behaviour\n\n{global_summary(results['global'])}"
+    content = strict_json(results)
+    write_atomically(os.path.join(output_dir, RESULTS_FILE), content)
+    write_atomically(os.path.join(output_dir, REPORT_FILE), report)
 
 
 def _plot_confusion_matrices(matrices: dict, label_names: list[str], path: str) -> None:

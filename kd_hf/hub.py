@@ -38,12 +38,13 @@ from .pairing import load_model, load_processor, resolve_model_path
 logger = logging.getLogger(__name__)
 
 # What a training run leaves in its folder (or a checkpoint in its own) that is not part of the published student:
-# checkpoints, optimizer/scheduler/RNG state, pickled training arguments (local paths), Trainer's state, the trainer's
-# loss projections (`kd_hf.trainer.LOSS_STATE_NAME`), TensorBoard runs, Trainer's private files, the Space (it has its
-# own repo), and the adapter of a student that was merged into plain weights (its base was never saved).
+# checkpoints, optimizer/scheduler/RNG state, pickled training arguments and the recipe record (local paths),
+# Trainer's state, the loss projections (`kd_hf.trainer.LOSS_STATE_NAME`), TensorBoard runs, Trainer's private files,
+# the Space (it has its own repo), and the adapter of a student that was merged into plain weights (its base was never
+# saved).
 NOT_PUBLISHED = (
-    "checkpoint-*", "last-checkpoint", "_*", "training_args.bin", "trainer_state.json", "kd_hf_loss_state.safetensors",
-    "runs", "space", "*.pt", "*.pth", "adapter",
+    "checkpoint-*", "last-checkpoint", "_*", "training_args.bin", "kd_hf_recipe.json", "trainer_state.json",
+    "kd_hf_loss_state.safetensors", "runs", "space", "*.pt", "*.pth", "adapter",
 )  # fmt: skip
 SPACE_SOURCE = Path(__file__).resolve().parent.parent / "space"
 # huggingface_hub's HTTP errors are OSErrors; its transport's (a refused connection, a timeout) share their base.
@@ -62,10 +63,9 @@ def check_repo_id(name: str, what: str) -> None:
     try:
         validate_repo_id(name)
     except ValueError as error:  # huggingface_hub's HFValidationError
-        reason = str(error).split(":")[0].removesuffix(" in repo_id")
+        reason = str(error).split(":")[0]  # huggingface_hub's message ends with ": '<name>'."
         raise HubIdError(
-            f"{what} {name!r} is not a valid Hub repo id ({reason}); write `user/name` or `name` with letters, digits, "
-            "'-', '_' and '.', without '--' or '..', at most 96 characters. Nothing was sent."
+            f"{what} {name!r} is not a valid Hub repo id: {reason} (e.g. `user/name`). Nothing was sent."
         ) from None
 
 
@@ -239,13 +239,15 @@ def push_student(
         `FileNotFoundError`: the folder holds no safetensors weights.
         `ConnectionError`: the Hub could not be reached, or did not answer in time; nothing local was changed.
     """
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{folder!r} is not a folder; push the output folder of `kd-hf distill`.")
     card = read_card(folder)
     check_repo_id(repo_id, "repo_id")
     if space_id is not None:
         check_repo_id(space_id, "space_id")
     for teacher in card.get("teachers") or [card.get("teacher")]:
         if is_hub_id(teacher):  # the card's `base_model`, and a model of the Space
-            check_repo_id(teacher, f"The teacher in {os.path.join(folder, CARD_FILE)},")
+            check_repo_id(teacher, f"The teacher (in {os.path.join(folder, CARD_FILE)})")
     if space_id is not None and not (SPACE_SOURCE / "app.py").is_file():
         raise FileNotFoundError(
             f"kd_hf's Space template is missing ({SPACE_SOURCE}); push from a source checkout of kd_hf "

@@ -5,6 +5,7 @@ logits are re-indexed into the student's order) and each model gets its own prep
 """
 
 import copy
+import difflib
 import glob
 import json
 import logging
@@ -15,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import (
+    CONFIG_MAPPING,
     AutoConfig,
     AutoImageProcessor,
     AutoModelForImageClassification,
@@ -342,11 +344,37 @@ def student_from_teacher_layers(
     return student.to(torch.float32)
 
 
+# Config keys kd_hf reads itself (the image processor of a model built from a config), even where the class lacks them.
+_KD_HF_CONFIG_KEYS = frozenset({"image_size", "num_channels"})
+
+
+def _check_model_config(overrides: dict, config: PretrainedConfig, source: str) -> None:
+    """Refuse `model_config` keys that `config` does not have: transformers would store them unused, and the student
+    would quietly keep the size of `source`."""
+    model_type = overrides.get("model_type", config.model_type)
+    if model_type != config.model_type:
+        raise ValueError(
+            f"`model_config` has `model_type: {model_type}`, but the student is built on {source}, which keeps its "
+            f"type ({config.model_type}); drop `model_type`, or start from a {model_type} checkpoint with "
+            "`model_name_or_path`."
+        )
+    known = set(config.to_dict()) | set(config.attribute_map) | {"num_labels"} | _KD_HF_CONFIG_KEYS
+    for key in overrides:
+        if key not in known and not hasattr(config, key):
+            close = difflib.get_close_matches(key, known, n=1)
+            fields = ", ".join(sorted(name for name in known if not name.startswith("_")))
+            hint = f"did you mean `{close[0]}`?" if close else f"its fields are {fields}."
+            raise ValueError(
+                f"`model_config` key `{key}` is not a field of {type(config).__name__} ({source}); {hint}"
+            )
+
+
 def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> PreTrainedModel:
     """The student a recipe asks for (`args.model_init`), with a classification head over `labels`."""
     image = args.is_image_task
     overrides = dict(args.model_config or {})
     if args.model_init == "teacher_layers":
+        _check_model_config(overrides, teacher.config, "the teacher's config")
         num_layers = teacher.config.num_hidden_layers
         layers = teacher_layer_indices(num_layers, args.teacher_layers_stride, args.teacher_layers)
         logger.info("Student initialised from teacher layers %s of %d.", layers, num_layers)
@@ -370,6 +398,7 @@ def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> P
             revision=args.model_revision,
             trust_remote_code=args.trust_remote_code,
         )
+        _check_model_config(overrides, config, f"the config of {args.model_name_or_path!r}")
         # A checkpoint that already classifies keeps its own head; a bare encoder gets a new one for our labels.
         keep_head = has_named_labels(config) and config.num_labels == len(labels)
         return load_model(
@@ -384,8 +413,17 @@ def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> P
     base = args.model_name_or_path or args.teacher_model_name_or_path
     if base is not None:
         config = AutoConfig.from_pretrained(resolve_model_path(base), trust_remote_code=args.trust_remote_code)
+        _check_model_config(overrides, config, f"the config of {base!r}")
         config.update(overrides)
     else:
+        model_type = overrides["model_type"]
+        if model_type not in CONFIG_MAPPING:
+            close = difflib.get_close_matches(model_type, list(CONFIG_MAPPING.keys()), n=1)
+            hint = f"did you mean `{close[0]}`?" if close else "see `transformers.CONFIG_MAPPING` for the types."
+            raise ValueError(
+                f"`model_config` has `model_type: {model_type}`, which transformers does not know; {hint}"
+            )
+        _check_model_config(overrides, CONFIG_MAPPING[model_type](), f"a new {model_type} config")
         config = AutoConfig.for_model(overrides.pop("model_type"), **overrides)
     config.update(label_config(labels))
     return auto_model_class(image).from_config(config, trust_remote_code=args.trust_remote_code)

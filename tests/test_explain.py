@@ -239,3 +239,45 @@ def test_random_baseline_is_the_chance_level_of_each_metric():
     ]
     random = explanation_agreement(teacher, student)["cosine"]["random"]
     assert random > 0.5 and random == pytest.approx(np.mean(shuffled), abs=0.01)
+
+
+def _comparison(curve):
+    """What `compare_explanations` returns, by hand: one text whose two explanations are constant (every rank
+    correlation undefined)."""
+    from kd_hf.explain.compare import _summary
+
+    pair = [Explanation("saliency", 1, "positive", 0.9, np.ones(3), words=["a", "fine", "film"]) for _ in range(2)]
+    row = {"comprehensiveness": 0.1, "sufficiency": 0.2, "deletion_auc": 0.3, "insertion_auc": 0.4}
+    faithful = {**_summary([{**row, "deletion_curve": [1.0, 0.5, 0.0]}]), "deletion_curve": curve}
+    return {
+        "method": "saliency", "n_steps": 8, "agreement": explanation_agreement([np.ones(3)], [np.ones(3)]),
+        "faithfulness": {"teacher": faithful, "student": faithful}, "skipped": 0,
+        "explanations": {"teacher": pair[:1], "student": pair[1:]},
+    }  # fmt: skip
+
+
+def test_explanation_report_json_is_strict_and_a_failed_write_keeps_the_old_report(tmp_path):
+    import json
+    import os
+
+    from kd_hf.explain.report import write_report
+
+    write_report(_comparison([1.0, 0.5, 0.0]), str(tmp_path), ["a fine film"])
+    names = ("explanation_report.html", "explanation_report.json")
+    before = {name: (tmp_path / name).read_text() for name in names}
+    report = json.loads(before[names[1]], parse_constant=lambda constant: pytest.fail(f"{constant} in the JSON"))
+    agreement = report["agreement"]
+    assert agreement["spearman"]["mean"] is None and agreement["cosine"]["mean"] == pytest.approx(1)
+    assert "<td>spearman</td><td>–</td>" in before[names[0]]
+
+    with pytest.raises(TypeError):  # the deletion curve of no examples: NaN, not a list (as `explain -n 0` made)
+        write_report(_comparison(float("nan")), str(tmp_path), ["a fine film"])
+    assert {name: (tmp_path / name).read_text() for name in names} == before
+    assert not [name for name in os.listdir(tmp_path) if name not in (*names, "explanations")]
+
+
+def test_comparing_no_examples_is_refused(make_bert, minilm_tokenizer):
+    from kd_hf.explain.compare import compare_explanations
+
+    with pytest.raises(ValueError, match="No examples to explain"):
+        compare_explanations(make_bert(seed=1), make_bert(seed=2), [], minilm_tokenizer)

@@ -14,13 +14,20 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from kd_hf import DistillationTrainer
 from kd_hf.cli import main, push_parser
-from kd_hf.hub import load_student, push_student
+from kd_hf.hub import PUSH_TIMEOUT, load_student, push_student
 
 
 REPO, SPACE = "kd-hf-tester/tiny-student", "kd-hf-tester/tiny-student-demo"
-# What a run leaves that must never reach the Hub, whatever pushes: pickled arguments (local paths), Trainer's
+# What a run leaves that must never reach the Hub, whatever pushes: arguments and recipe (local paths), Trainer's
 # state, optimizer/scheduler/RNG state, the loss projections, checkpoints (any strategy) and TensorBoard logs.
-NEVER_PUBLISHED = ("training_args.bin", "trainer_state.json", "*.pt", "*.pth", "kd_hf_loss_state.safetensors")
+NEVER_PUBLISHED = (
+    "training_args.bin",
+    "kd_hf_recipe.json",
+    "trainer_state.json",
+    "*.pt",
+    "*.pth",
+    "kd_hf_loss_state.safetensors",
+)
 NEVER_PUBLISHED_FOLDERS = ("checkpoint-*", "last-checkpoint", "runs")
 
 
@@ -176,7 +183,7 @@ def test_push_to_a_hub_that_never_answers_times_out_clearly(silent_endpoint, qui
         main(["push", str(quick_folder), "--repo-id", REPO, "--timeout", "0.5"])
     assert time.monotonic() - start < 10
     assert snapshot(quick_folder) == before
-    assert push_parser().parse_args([str(quick_folder), "--repo-id", REPO]).timeout == 60
+    assert push_parser().parse_args([str(quick_folder), "--repo-id", REPO]).timeout == PUSH_TIMEOUT == 60
 
 
 @pytest.mark.parametrize(

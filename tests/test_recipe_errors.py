@@ -74,13 +74,20 @@ def bert_folder(tmp_path, make_bert):
             {"model_init": "teacher_layers", "model_config": {"hidden_dropout": 0.2}},
             r"`hidden_dropout`.*did you mean `hidden_dropout_prob`",
         ),
-        ({"model_init": "config", "model_config": {"model_type": "vit"}}, r"`model_type: vit`.*keeps its type \(bert\)"),
+        (
+            {"model_init": "config", "model_config": {"model_type": "vit"}},
+            r"`model_type: vit`.*keeps its type \(bert\)",
+        ),
         (
             {"model_init": "config", "teacher_model_name_or_path": None, "model_config": {"model_type": "vitt"}},
             r"`model_type: vitt`.*did you mean `vit`",
         ),
         (
-            {"model_init": "config", "teacher_model_name_or_path": None, "model_config": {"model_type": "bert", "hiden_size": 16}},
+            {
+                "model_init": "config",
+                "teacher_model_name_or_path": None,
+                "model_config": {"model_type": "bert", "hiden_size": 16},
+            },
             r"`hiden_size`.*did you mean `hidden_size`",
         ),
     ],
@@ -98,7 +105,8 @@ def test_distill_with_a_mistyped_model_config_fails_before_training(tiny_text_pr
     recipe = tiny_text_project(model_init="config", model_config={"num_hidden_layers": 1, "hiden_size": 16})
     with pytest.raises(ValueError, match=r"`model_config`.*`hiden_size`.*did you mean `hidden_size`"):
         main(["distill", str(recipe)])
-    assert not (tmp_path / "student").exists()
+    saved = [path.name for path in (tmp_path / "student").glob("*") if path.name != "kd_hf_recipe.json"]
+    assert saved == []  # no checkpoint, no model: nothing trained
 
 
 # 15. Messages that said too little, or the wrong thing.
@@ -156,6 +164,20 @@ def test_an_empty_split_is_named(tiny_text_project, tmp_path):
         load_raw_datasets(config)
 
 
+def test_a_split_left_empty_after_loading_is_named(tiny_text_project, monkeypatch):
+    import datasets
+
+    from kd_hf.data import loading
+
+    rows = {"text": ["a good film"], "label": ["positive"]}
+    empty = datasets.DatasetDict(
+        train=datasets.Dataset.from_dict(rows), validation=datasets.Dataset.from_dict(rows).select([])
+    )
+    monkeypatch.setattr(loading, "_load_dict", lambda args: empty)
+    with pytest.raises(ValueError, match=r"split 'validation' has no examples \(0 rows; splits: train, validation\)"):
+        load_raw_datasets(parse_recipe([str(tiny_text_project())]))
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -182,4 +204,3 @@ def test_the_console_command_prints_one_line_without_a_traceback(tmp_path, monke
     message = error.value.code
     assert isinstance(message, str) and "\n" not in message  # Python prints it alone and exits with status 1
     assert message.startswith("kd-hf distill: `temperature` must be > 0")
-

@@ -11,7 +11,6 @@ write_card("outputs/student", card_facts(args, student, results))
 ```
 """
 
-import json
 import os
 from importlib.metadata import version
 from pathlib import Path
@@ -276,11 +275,13 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
 
 
 def write_card(folder: str, facts: dict) -> str:
-    """Write `README.md` (the rendered card) and `explanation_card.json` into `folder`; return the README path."""
-    with open(os.path.join(folder, CARD_FILE), "w") as file:
-        json.dump(facts, file, indent=2)
-    path = os.path.join(folder, "README.md")
-    render_card(facts, folder).save(path)
+    """Write `README.md` (the rendered card) and `explanation_card.json` into `folder`; return the README path. Both
+    are rendered first and written whole, the JSON strict (`null` where `eval_results.json` has it, not NaN)."""
+    from ..explain.report import strict_json, write_atomically
+
+    card, path = str(render_card(facts, folder)), os.path.join(folder, "README.md")
+    write_atomically(os.path.join(folder, CARD_FILE), strict_json(facts))
+    write_atomically(path, card)
     return path
 
 

@@ -6,6 +6,7 @@ typo in a recipe fails in seconds with the names that do exist.
 """
 
 import os
+import re
 from typing import Any
 
 import datasets
@@ -20,6 +21,8 @@ from .vision import preprocess_images
 
 logger = logging.get_logger(__name__)
 
+# The eval split whose absence means "hold some of train out"; any other eval split must exist.
+HELD_OUT_SPLIT = "validation"
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _BUILDERS |= {".arrow": "arrow", ".txt": "text"}
@@ -229,8 +232,9 @@ def load_raw_datasets(args: Any) -> tuple[datasets.Dataset, datasets.Dataset | N
     """
     Loads the train and eval splits named by a recipe, with labels encoded as `ClassLabel`.
 
-    The eval set is `args.eval_split` when the dataset has it, else `args.eval_split_size` of the train split held
-    out (stratified by label, seeded with `args.seed`); `eval_split=None` means no eval set. `max_train_samples` and
+    The eval set is `args.eval_split`; a dataset without a `validation` split, when that is the split asked for, has
+    `args.eval_split_size` of the train split held out instead (stratified by label, seeded with `args.seed`), and
+    any other missing or empty split is an error. `eval_split=None` means no eval set. `max_train_samples` and
     `max_eval_samples` then keep a seeded random sample.
 
     Args:
@@ -244,7 +248,15 @@ def load_raw_datasets(args: Any) -> tuple[datasets.Dataset, datasets.Dataset | N
         ids of [`label_names`] of the train split. With a teacher, a split may have no label column (unlabelled
         examples) when `label_column` keeps its default; empty label cells are refused.
     """
-    splits = _load_dict(args)
+    try:
+        splits = _load_dict(args)
+    except ValueError as error:  # datasets refuses to build a split with no rows
+        empty = re.match(r'Instruction "(.+)" corresponds to no data', str(error))
+        if empty is None:
+            raise
+        files = args.data_files.get(empty[1]) if isinstance(args.data_files, dict) else args.data_files
+        where = f" ({files})" if files else ""
+        raise ValueError(f"split {empty[1]!r} has no examples (0 rows); check its data files{where}.") from None
     if args.train_split not in splits:
         raise ValueError(
             f"split {args.train_split!r} not in the dataset (splits: {', '.join(splits)}); "
@@ -254,7 +266,18 @@ def load_raw_datasets(args: Any) -> tuple[datasets.Dataset, datasets.Dataset | N
     evaluation = None
     if args.eval_split is not None and args.eval_split in splits:
         evaluation = splits[args.eval_split]
+    elif args.eval_split not in (None, HELD_OUT_SPLIT):
+        # Evaluating a slice of train instead would report it under the name of a split that does not exist.
+        raise ValueError(
+            f"split {args.eval_split!r} not in the dataset (splits: {', '.join(splits)}); set `eval_split` in the "
+            "recipe, or `--split` for `kd-hf eval` and `kd-hf explain`."
+        )
     for name, dataset in ((args.train_split, train), (args.eval_split, evaluation)):
+        if dataset is not None and dataset.num_rows == 0:
+            raise ValueError(
+                f"split {name!r} has no examples (0 rows; splits: {', '.join(splits)}); check its data, or name "
+                "another split (`train_split` / `eval_split` in the recipe, `--split` for `kd-hf eval`)."
+            )
         if dataset is not None:
             _check_columns(dataset, args, name)
 

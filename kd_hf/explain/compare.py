@@ -56,7 +56,9 @@ def explain_model(
         `dict` with `explanations` (one `Explanation` each) and `faithfulness` (one dict of figures each).
     """
     if tokenizer is not None:
-        explanations = explain_text(model, tokenizer, examples, method, targets, n_steps=n_steps, max_length=max_length)
+        explanations = explain_text(
+            model, tokenizer, examples, method, targets, n_steps=n_steps, max_length=max_length
+        )
         rows = [
             _text_faithfulness(model, tokenizer, x, e, faithfulness_steps, max_length)
             for x, e in zip(examples, explanations)
@@ -98,11 +100,12 @@ def compare_explanations(
         (means with bootstrap 95% intervals, and the mean deletion curve), `skipped`, the `explanations`, and the
         `teacher`'s side for reuse.
     """
+    if len(examples) == 0:
+        raise ValueError("No examples to explain: pass at least one (`-n 1` or more).")
     text = tokenizer is not None
     grid_size = None if text else patch_grid_size(student)
-    options = dict(
-        method=method, n_steps=n_steps, grid_size=grid_size, faithfulness_steps=faithfulness_steps, max_length=max_length
-    )
+    options = dict(method=method, n_steps=n_steps, grid_size=grid_size, faithfulness_steps=faithfulness_steps)
+    options["max_length"] = max_length
     if teacher_explained is None:
         teacher_explained = explain_model(
             teacher, examples, teacher_tokenizer or tokenizer if text else None, **options

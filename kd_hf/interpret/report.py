@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..explain import explain_images, explain_text
+from ..explain.report import strict_json, write_atomically
 from ..explain.vision import patch_grid_size
 from . import importance, representation, robustness, surrogate
 
@@ -217,9 +218,9 @@ def global_report(
         "top_k": top_k,
         "task": "text-classification" if text else "image-classification",
     }
-    with open(os.path.join(folder, "global_report.json"), "w") as file:
-        json.dump(report, file, indent=2, default=_json)
-    return json.loads(json.dumps(report, default=_json))
+    report = json.loads(json.dumps(report, default=_json))
+    write_atomically(os.path.join(folder, "global_report.json"), strict_json(report))  # whole, `null` for NaN
+    return report
 
 
 def _json(value):
