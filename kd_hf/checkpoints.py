@@ -5,8 +5,8 @@ checkpoint through the model's own `from_pretrained` (which renames weights save
 5.24 does for ViT) and refuses a checkpoint whose weights do not match the model, where Trainer would only warn and
 leave them at their initial values. A save that runs out of disk space says so.
 
-`last_complete_checkpoint` skips checkpoints that a crash or a full disk left half written, and `prepare_output_dir`
-keeps a rerun with another recipe from resuming a run it did not start (`kd_hf_recipe.json`).
+`last_complete_checkpoint` skips checkpoints that a crash or a full disk left half written, and `check_recorded_recipe`
+keeps a rerun with another recipe from resuming a run it did not start (`kd_hf_recipe.json`, see `record_recipe`).
 """
 
 import copy
@@ -243,29 +243,39 @@ def _without_tokens(value):
     return value
 
 
-def prepare_output_dir(args, job: str) -> None:
-    """Refuse to resume a run of another recipe in `args.output_dir`; with `overwrite_output_dir`, delete its
-    checkpoints and report so that it starts over; then record this recipe in `kd_hf_recipe.json`."""
+def check_recorded_recipe(args, job: str) -> None:
+    """Refuse to resume, in `args.output_dir`, a run of another recipe than `args`; writes nothing.
+
+    Called before anything is loaded, so that a refused rerun costs nothing; `record_recipe` writes the record once
+    the recipe has passed every other check.
+    """
     folder, recipe = args.output_dir, training_recipe(args, job)
     path = os.path.join(folder, RECIPE_NAME)
     if args.overwrite_output_dir and args.resume_from_checkpoint:
         raise ValueError("`overwrite_output_dir` starts over and `resume_from_checkpoint` resumes: set only one.")
-    if not args.overwrite_output_dir and _has_results(folder):
-        if not os.path.isfile(path):
-            logger.warning("%s has no %s (an older kd_hf run): assuming it ran this recipe.", folder, RECIPE_NAME)
-        else:
-            with open(path) as file:
-                stored = json.load(file)
-            changed = [key for key in recipe if key in stored and stored[key] != recipe[key]]
-            if changed:
-                differences = ", ".join(f"`{key}` {stored[key]!r} -> {recipe[key]!r}" for key in changed)
-                raise ValueError(
-                    f"{folder} holds a run of another recipe ({differences}); rerunning would resume its weights "
-                    "under the new recipe. Use a new `output_dir`, or pass `overwrite_output_dir: true` "
-                    "(`--overwrite_output_dir true`) to start over, deleting its checkpoints."
-                )
+    if args.overwrite_output_dir or not _has_results(folder):
+        return
+    if not os.path.isfile(path):
+        logger.warning("%s has no %s (an older kd_hf run): assuming it ran this recipe.", folder, RECIPE_NAME)
+        return
+    with open(path) as file:
+        stored = json.load(file)
+    changed = [key for key in recipe if key in stored and stored[key] != recipe[key]]
+    if changed:
+        differences = ", ".join(f"`{key}` {stored[key]!r} -> {recipe[key]!r}" for key in changed)
+        raise ValueError(
+            f"{folder} holds a run of another recipe ({differences}); rerunning would resume its weights "
+            "under the new recipe. Use a new `output_dir`, or pass `overwrite_output_dir: true` "
+            "(`--overwrite_output_dir true`) to start over, deleting its checkpoints."
+        )
+
+
+def record_recipe(args, job: str) -> None:
+    """Record the recipe of the run about to train in `kd_hf_recipe.json`; with `overwrite_output_dir`, first delete
+    the previous run's checkpoints and report (and say so), so that it starts over."""
     if not args.should_save:
         return
+    folder = args.output_dir
     if args.overwrite_output_dir and os.path.isdir(folder):
         old = [name for name in os.listdir(folder) if _CHECKPOINT.match(name)]
         for name in old:
@@ -275,8 +285,8 @@ def prepare_output_dir(args, job: str) -> None:
         if old:
             logger.warning("`overwrite_output_dir`: deleted %s of the previous run in %s.", ", ".join(old), folder)
     os.makedirs(folder, exist_ok=True)
-    with open(path, "w") as file:
-        json.dump(recipe, file, indent=2, sort_keys=True)
+    with open(os.path.join(folder, RECIPE_NAME), "w") as file:
+        json.dump(training_recipe(args, job), file, indent=2, sort_keys=True)
 
 
 def _has_results(folder: str) -> bool:

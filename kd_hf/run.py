@@ -4,7 +4,13 @@ import logging
 
 from transformers import PreTrainedModel, Trainer, default_data_collator, set_seed
 
-from .checkpoints import ResumableTrainer, checkpoint_problem, last_complete_checkpoint, prepare_output_dir
+from .checkpoints import (
+    ResumableTrainer,
+    check_recorded_recipe,
+    checkpoint_problem,
+    last_complete_checkpoint,
+    record_recipe,
+)
 from .config import DistillationConfig
 from .data import (
     TEACHER_PREFIX,
@@ -15,6 +21,7 @@ from .data import (
 )
 from .ensemble import EnsembleTeacher, load_teacher
 from .evaluation import evaluate_student, explain_sample
+from .hub import PublishingTrainer
 from .metrics import classification_metrics
 from .pairing import apply_peft, build_student, check_max_length, class_names, load_model, load_processor
 from .trainer import DistillationTrainer, check_output_dir
@@ -43,8 +50,11 @@ def _collator(args: DistillationConfig, processor, dataset, teacher_processor=No
     return DistillationDataCollator(processor, teacher_processor if has_teacher_inputs else None)
 
 
-def _fit(trainer: Trainer, args: DistillationConfig) -> Trainer:
-    """Train (resuming from the output folder's last complete checkpoint if any), save the model, evaluate."""
+def _fit(trainer: Trainer, args: DistillationConfig, job: str) -> Trainer:
+    """Train (resuming from the output folder's last complete checkpoint if any), save the model, evaluate.
+
+    `job` (the command) is recorded with the recipe, which a later rerun in the same folder must match.
+    """
     needs_optimizer = not args.save_only_model
     checkpoint = args.resume_from_checkpoint
     if checkpoint is not None:
@@ -60,6 +70,7 @@ def _fit(trainer: Trainer, args: DistillationConfig) -> Trainer:
                 "Resuming from %s (pass `overwrite_output_dir: true` or change `output_dir` to start over).",
                 checkpoint,
             )
+    record_recipe(args, job)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model()
     metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
@@ -68,11 +79,20 @@ def _fit(trainer: Trainer, args: DistillationConfig) -> Trainer:
     return trainer
 
 
+class FineTuningTrainer(ResumableTrainer, PublishingTrainer):
+    """The `Trainer` of `kd-hf train`: it resumes exactly and publishes only the published files, as a student does."""
+
+
 def train(args: DistillationConfig) -> Trainer:
     """Fine-tune `model_name_or_path` (or a model built from `model_config`) with cross-entropy alone."""
+    if args.hub_space_id is not None:
+        raise ValueError(
+            "`hub_space_id` publishes the demo of a distilled student beside its teacher; `kd-hf train` has no "
+            "teacher. Leave it out here, and set it in the `kd-hf distill` recipe that uses this model."
+        )
     if args.should_save:
         check_output_dir(args.output_dir)
-    prepare_output_dir(args, "train")
+    check_recorded_recipe(args, "train")
     raw_datasets = load_raw_datasets(args)
     if args.label_column not in raw_datasets[0].column_names:
         raise ValueError(
@@ -89,7 +109,7 @@ def train(args: DistillationConfig) -> Trainer:
     train_dataset, eval_dataset = prepare_datasets(
         args, processor, num_channels=_num_channels(model), raw_datasets=raw_datasets
     )
-    trainer = ResumableTrainer(
+    trainer = FineTuningTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -98,7 +118,7 @@ def train(args: DistillationConfig) -> Trainer:
         data_collator=_collator(args, processor, train_dataset),
         compute_metrics=classification_metrics,
     )
-    return _fit(trainer, args)
+    return _fit(trainer, args, "train")
 
 
 def distill(args: DistillationConfig, callbacks: list | None = None) -> DistillationTrainer:
@@ -107,7 +127,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         raise ValueError("`kd-hf distill` needs `teacher_model_name_or_path`; use `kd-hf train` to fine-tune alone.")
     if args.should_save:
         check_output_dir(args.output_dir)
-    prepare_output_dir(args, "distill")
+    check_recorded_recipe(args, "distill")
     image = args.is_image_task
     # A student made of teacher layers copies them at full precision; the trainer then casts the teacher.
     teacher = load_teacher(args, dtype=args.teacher_dtype if args.model_init != "teacher_layers" else "auto")
@@ -145,7 +165,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         data_collator=_collator(args, processor, train_dataset, teacher_processor),
         callbacks=callbacks,
     )
-    _fit(trainer, args)
+    _fit(trainer, args, "distill")
     if eval_dataset is not None and "labels" not in eval_dataset.column_names:
         logger.info("The eval split has no labels: no accuracy report; the log holds the agreement with the teacher.")
     elif eval_dataset is not None and args.should_save:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.trainer_utils import EvalLoopOutput, HubStrategy, SaveStrategy
+from transformers.trainer_utils import EvalLoopOutput
 
 from .card import card_facts, write_card
 from .checkpoints import ResumableTrainer, check_keys
@@ -24,7 +24,7 @@ from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, mod
 from .ensemble import EnsembleTeacher, ensemble_of, load_teacher
 from .evaluation import read_results
 from .explain.gradients import gradient_attribution
-from .hub import check_repo_id, push_student
+from .hub import PublishingTrainer
 from .losses import build_losses, loss_requirements
 from .losses.attention import qkv_module_names
 from .metrics import classification_metrics, top1_agreement
@@ -113,7 +113,7 @@ def prepare_deepspeed(model: PreTrainedModel, accelerator) -> torch.nn.Module:
     return engine
 
 
-class DistillationTrainer(ResumableTrainer):
+class DistillationTrainer(ResumableTrainer, PublishingTrainer):
     r"""
     Trains `model` (the student) to match `teacher_model` with the losses named in `args.loss_type`.
 
@@ -324,64 +324,6 @@ class DistillationTrainer(ResumableTrainer):
         """Trainer's generic card would replace the explanation card: write ours instead."""
         if self.is_world_process_zero():
             self.write_card()
-
-    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
-                    revision=None, private=None, **kwargs):  # fmt: skip
-        """Push the student with its card and example explanations, and its Space (`args.hub_space_id`, if set).
-
-        See `kd_hf.hub.push_student`; checkpoints and `training_args.bin` stay local.
-        """
-        if getattr(self, "hub_model_id", None) is None:
-            self.init_hf_repo(token=token, private=private)
-        self.save_model(_internal_call=True)
-        if not self.is_world_process_zero():
-            return None
-        self._finish_current_push()
-        return push_student(
-            self.args.output_dir,
-            self.hub_model_id,
-            space_id=self.args.hub_space_id,
-            private=self.args.hub_private_repo if private is None else private,
-            token=token if token is not None else self.args.hub_token,
-            commit_message=commit_message or "End of training",
-        )
-
-    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
-        """Check the repo ids (`hub_model_id`, else the output folder's name, and `hub_space_id`) on every process
-        before Trainer creates the model repo: a bad id fails here, before training and before anything is sent, not
-        after the model was pushed without its Space."""
-        name = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-        check_repo_id(name, "hub_model_id")
-        if self.args.hub_space_id is not None:
-            check_repo_id(self.args.hub_space_id, "hub_space_id")
-        super().init_hf_repo(token=token, private=private)
-
-    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
-        """Trainer's push at each save (`hub_strategy`) uploads the output folder, `training_args.bin` included, and
-        with `checkpoint`/`all_checkpoints` the checkpoints themselves: push the saved student through
-        `kd_hf.hub.push_student` instead, model repo only (the Space follows at the end), so that nothing but the
-        published files ever reaches the Hub. Checkpoints stay local whatever the strategy; `end` waits for the end.
-
-        It runs in the foreground (a save waits for it, `timeout` bounded); a failure is logged and training goes on,
-        since the push at the end tries again.
-        """
-        if not self.is_world_process_zero() or self.args.hub_strategy == HubStrategy.END:
-            return
-        when = (
-            f"step {self.state.global_step}"
-            if self.args.save_strategy == SaveStrategy.STEPS
-            else f"epoch {int(self.state.epoch or 0)}"
-        )
-        try:
-            push_student(
-                checkpoint_folder,
-                self.hub_model_id,
-                private=self.args.hub_private_repo,
-                token=self.args.hub_token,
-                commit_message=f"Training in progress, {when}",
-            )
-        except (ConnectionError, FileNotFoundError) as error:  # a down Hub; an adapter-only checkpoint
-            logger.warning("Not pushed at %s: %s Training goes on; the push at the end tries again.", when, error)
 
     def _last_evaluation(self) -> dict | None:
         """The student's figures from this run's last evaluation, shaped like `eval_results.json`."""

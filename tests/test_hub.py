@@ -156,6 +156,27 @@ def test_push_to_hub_in_a_recipe_publishes_only_the_published_files_at_every_sav
         assert hub_server.token.encode() not in b"".join(repo_files.values())
 
 
+def test_push_to_hub_from_kd_hf_train_publishes_only_the_published_files(hub_server, tmp_path):
+    from kd_hf import DistillationConfig
+    from kd_hf.run import train
+
+    args = DistillationConfig(
+        output_dir=str(tmp_path / "teacher"), model_init="config", dataset_name="offline:digits",
+        image_column="image", max_train_samples=16, max_eval_samples=8, per_device_train_batch_size=8,
+        max_steps=2, save_strategy="steps", save_steps=1, use_cpu=True, report_to=[], disable_tqdm=True,
+        push_to_hub=True, hub_model_id=REPO,
+        model_config=dict(model_type="vit", image_size=8, patch_size=4, num_channels=1, hidden_size=16,
+                          num_hidden_layers=1, num_attention_heads=2, intermediate_size=32),
+    )  # fmt: skip
+    train(args)
+    commits = hub_server.repo(REPO).commits
+    assert len(commits) >= 2  # at each save and at the end
+    for commit in commits:
+        assert not [path for path in commit.files if never_published(path)], commit.summary
+    assert {"model.safetensors", "config.json"} <= set(hub_server.files(REPO))
+    assert (tmp_path / "teacher" / "training_args.bin").is_file()
+
+
 def test_push_publishes_no_symbolic_link_and_says_which_stayed_local(hub_server, quick_folder, tmp_path, caplog):
     private = tmp_path / "private"
     private.mkdir()

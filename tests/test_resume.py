@@ -217,7 +217,7 @@ def test_auto_resume_skips_a_checkpoint_cut_short(make_bert, text_dataset, run_a
         eval_dataset=text_dataset[1], data_collator=collator,
     )  # fmt: skip
     with caplog.at_level("INFO", logger="kd_hf"):
-        _fit(trainer, args)
+        _fit(trainer, args, "distill")
 
     assert f"Skipping the incomplete {args.output_dir}/checkpoint-4: model.safetensors is cut short" in caplog.text
     assert f"Resuming from {args.output_dir}/checkpoint-2" in caplog.text
@@ -322,7 +322,7 @@ def test_a_run_that_ran_out_of_disk_resumes_from_its_last_complete_checkpoint(
         model=make_bert(seed=2), teacher_model=make_bert(seed=1), args=args, train_dataset=text_dataset[0],
         data_collator=collator,
     )  # fmt: skip
-    _fit(trainer, args)
+    _fit(trainer, args, "distill")
     assert trainer.state.global_step == 4
     _assert_same_weights(straight, _weights(trainer.model))
 
