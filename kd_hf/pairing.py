@@ -142,7 +142,7 @@ def _load_adapter(path, base, image, revision, init_kwargs, trust_remote_code, d
     from peft import PeftModel
 
     try:  # the adapter's own config.json (kd_hf saves one) names the labels of the head it trained
-        labels = label_config(_labels(AutoConfig.from_pretrained(path, revision=revision)))
+        labels = label_config(class_names(AutoConfig.from_pretrained(path, revision=revision)))
     except (OSError, ValueError):  # no config.json beside the adapter
         labels = {}
     model = load_model(base, image, None, init_kwargs, trust_remote_code, dtype, **{**labels, **config_kwargs})
@@ -244,17 +244,13 @@ def label_config(labels: list[str]) -> dict:
     }
 
 
-def _labels(config: PretrainedConfig) -> list[str]:
+def class_names(config: PretrainedConfig) -> list[str]:
+    """A classifier's class names in id order (`LABEL_0`, ... when its config has no names)."""
     return [str(config.id2label[i]) for i in range(config.num_labels)]
 
 
-def class_names(config: PretrainedConfig) -> list[str]:
-    """A classifier's class names in id order (`LABEL_0`, ... when its config has no names)."""
-    return _labels(config)
-
-
 def has_named_labels(config: PretrainedConfig) -> bool:
-    return not all(_GENERIC_LABEL.match(name) for name in _labels(config))
+    return not all(_GENERIC_LABEL.match(name) for name in class_names(config))
 
 
 def align_labels(
@@ -268,8 +264,8 @@ def align_labels(
     Raises:
         `ValueError`: the label sets differ; the message names both lists and the fix.
     """
-    teacher_labels = [str((label_mapping or {}).get(name, name)) for name in _labels(teacher_config)]
-    student_labels = _labels(student_config)
+    teacher_labels = [str((label_mapping or {}).get(name, name)) for name in class_names(teacher_config)]
+    student_labels = class_names(student_config)
     fix = (
         "pass `label_mapping` (teacher label -> student label) in the recipe, or give the student head the "
         "teacher's labels"
@@ -378,7 +374,7 @@ def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> P
         num_layers = teacher.config.num_hidden_layers
         layers = teacher_layer_indices(num_layers, args.teacher_layers_stride, args.teacher_layers)
         logger.info("Student initialised from teacher layers %s of %d.", layers, num_layers)
-        teacher_labels = _labels(teacher.config)
+        teacher_labels = class_names(teacher.config)
         if has_named_labels(teacher.config) and [name.lower() for name in teacher_labels] != [
             n.lower() for n in labels
         ]:
