@@ -141,6 +141,15 @@ class DistillationConfig(TrainingArguments):
             "hidden_size: 128}`; with no base, include `model_type` (e.g. `vit`)."
         },
     )
+    embedding_init: str = field(
+        default="random",
+        metadata={
+            "help": "With `model_init='config'` and the teacher's tokenizer: `teacher` starts the student's embedding "
+            "tables from the teacher's, projected onto their principal components to the student's width "
+            "(`kd_hf.student_init`); `random` leaves them as the config initialises them.",
+            "choices": ["random", "teacher"],
+        },
+    )
     teacher_layers_stride: int = field(
         default=2,
         metadata={
@@ -350,6 +359,14 @@ class DistillationConfig(TrainingArguments):
             "`eval_split_size` of the train split held out instead."
         },
     )
+    report_split: str | None = field(
+        default="test",
+        metadata={
+            "help": "Split of the final report and the card, held out of training and of its evaluations "
+            "(`eval_split`); a dataset without it is reported on `eval_split`, and the report says so. `null` "
+            "reports on `eval_split`."
+        },
+    )
     eval_split_size: float = field(
         default=0.1, metadata={"help": "Fraction of the train split held out when `eval_split` is missing, in (0, 1)."}
     )
@@ -446,6 +463,14 @@ class DistillationConfig(TrainingArguments):
                     "`model_init='config'` without `model_name_or_path` or a teacher needs `model_type` in "
                     "`model_config` (e.g. `{model_type: vit, num_hidden_layers: 4}`)."
                 )
+        if self.embedding_init == "teacher" and (
+            self.model_init != "config" or self.teacher_model_name_or_path is None or self.model_name_or_path
+        ):
+            raise ValueError(
+                "`embedding_init: teacher` projects the teacher's embeddings into a student built from its config: "
+                "set `model_init: config` and a teacher, without `model_name_or_path` (the student reads the "
+                "teacher's tokenizer)."
+            )
         if self.teacher_layers_stride < 1:
             raise ValueError(f"`teacher_layers_stride` must be >= 1, got {self.teacher_layers_stride}.")
         if self.teacher_layers is not None and (not self.teacher_layers or min(self.teacher_layers) < 0):

@@ -1,5 +1,6 @@
 """The jobs behind `kd-hf train` and `kd-hf distill`: build models and data from a recipe, train, save, evaluate."""
 
+import copy
 import logging
 
 from transformers import PreTrainedModel, Trainer, default_data_collator, set_seed
@@ -18,12 +19,14 @@ from .data import (
     label_names,
     load_raw_datasets,
     prepare_datasets,
+    split_names,
 )
 from .ensemble import EnsembleTeacher, load_teacher
 from .evaluation import evaluate_student, explain_sample
 from .hub import PublishingTrainer
 from .metrics import classification_metrics
 from .pairing import apply_peft, build_student, check_max_length, class_names, load_model, load_processor
+from .student_init import project_teacher_embeddings
 from .trainer import DistillationTrainer, check_output_dir
 
 
@@ -121,6 +124,23 @@ def train(args: DistillationConfig) -> Trainer:
     return _fit(trainer, args, "train")
 
 
+def _report_config(args: DistillationConfig) -> DistillationConfig:
+    """The recipe as the final report reads its data: on `report_split`, held out of training and of the evaluations
+    during it, when the dataset has that split; else on `eval_split`, with a warning."""
+    if args.report_split is None or args.report_split == args.eval_split:
+        return args
+    splits = split_names(args)
+    if args.report_split not in splits:
+        logger.warning(
+            "No %r split to report on (splits: %s): the report and the card use %r, which training evaluated on.",
+            args.report_split, ", ".join(splits), args.eval_split,
+        )  # fmt: skip
+        return args
+    report = copy.copy(args)
+    report.eval_split = args.report_split
+    return report
+
+
 def distill(args: DistillationConfig, callbacks: list | None = None) -> DistillationTrainer:
     """Distil `teacher_model_name_or_path` (or `teachers`) into the recipe's student; `callbacks` go to the trainer."""
     if args.teacher_model_name_or_path is None:
@@ -138,6 +158,8 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
     labelled = [split for split in raw_datasets if split is not None and args.label_column in split.column_names]
     labels = label_names(labelled[0], args.label_column) if labelled else class_names(reference.config)
     student = build_student(args, reference, labels)
+    if args.embedding_init == "teacher":
+        project_teacher_embeddings(reference, student)
     if not image:
         check_max_length(args.max_length, student=student, teacher=teacher)
     if args.peft_config:
@@ -173,7 +195,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
             trainer.accelerator.unwrap_model(trainer.model).eval(),
             trainer.accelerator.unwrap_model(trainer.teacher),
             output_dir=args.output_dir,
-            config=args,
+            config=_report_config(args),
             explanation_examples=args.explanation_examples,
             explanation_method=args.explanation_method,
             explanation_n_steps=args.explanation_n_steps,

@@ -125,3 +125,27 @@ def test_card_without_evaluation_says_so_and_links_a_hub_teacher(distill_args, m
 )  # fmt: skip
 def test_is_hub_id(name, expected):
     assert is_hub_id(name) is expected
+
+
+@pytest.mark.slow
+def test_report_and_card_use_the_held_out_test_split_when_there_is_one(tiny_text_project, tmp_path, caplog):
+    import shutil
+
+    rows = (tmp_path / "validation.csv").read_text().splitlines()
+    (tmp_path / "test.csv").write_text("\n".join(rows[:11]) + "\n")  # header + 10 snippets, fewer than validation
+    files = {split: str(tmp_path / f"{split}.csv") for split in ("train", "validation", "test")}
+    main(["distill", str(tiny_text_project(data_files=files, explanation_examples=0))])
+    results = json.loads((tmp_path / "student" / "eval_results.json").read_text())
+    assert results["dataset"]["split"] == "test" and results["dataset"]["num_examples"] == 10
+    card = (tmp_path / "student" / "README.md").read_text()
+    assert "split `test` (10 examples; held out: neither trained on nor evaluated on during training" in card
+
+    # Without a test split the report falls back to the validation split, and says so.
+    shutil.rmtree(tmp_path / "student")
+    with caplog.at_level("WARNING", logger="kd_hf"):
+        main(["distill", str(tiny_text_project(explanation_examples=0))])
+    assert "No 'test' split to report on (splits: train, validation)" in caplog.text
+    assert (
+        "split `validation` (16 examples; the split training evaluated on, so not held out)"
+        in (tmp_path / "student" / "README.md").read_text()
+    )

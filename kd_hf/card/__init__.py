@@ -223,6 +223,20 @@ def _format(value) -> str:
     return "–" if value is None else str(value)
 
 
+def _dataset_line(facts: dict) -> str:
+    """Where the results come from, and whether that split was held out of training and of its evaluations."""
+    split, evaluated = facts["results"]["dataset"]["split"], facts["dataset"].get("eval_split")
+    provenance = (
+        "the split training evaluated on, so not held out"
+        if split == evaluated
+        else f"held out: neither trained on nor evaluated on during training (that was `{evaluated}`)"
+    )
+    return (
+        f"On {facts['dataset']['name']}, split `{split}` ({facts['results']['dataset']['num_examples']} examples; "
+        f"{provenance}):"
+    )
+
+
 def render_card(facts: dict, folder: str | None = None) -> ModelCard:
     """The model card (README.md) for a student's facts; `folder` is the local path shown when no repo id is known."""
     model_id = facts.get("model_id")
@@ -260,11 +274,7 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
         space_url=f"https://huggingface.co/spaces/{space_id}" if space_id else None,
         recipe_rows=recipe_rows,
         results_table=results_tables(results) if results.get("student") else None,
-        dataset_line=(
-            f"On {dataset}, split `{results['dataset']['split']}` ({results['dataset']['num_examples']} examples):"
-            if results
-            else ""
-        ),
+        dataset_line=_dataset_line(facts) if results else "",
         explanation=bool(explanations),
         explanation_rows=list((explanations.get("settings") or {}).items()),
         examples=explanations.get("examples", [])[: len(facts.get("examples", [])) or 3],

@@ -4,7 +4,7 @@ Data for distillation: bundled offline corpora, loading from a recipe, and input
 The usual entry point is [`prepare_datasets`]; the pieces it chains are public for scripts and tests.
 """
 
-from .loading import encode_labels, label_names, load_raw_datasets, prepare_datasets
+from .loading import encode_labels, label_names, load_raw_datasets, prepare_datasets, split_names
 from .offline import OFFLINE_PREFIX, load_offline_dataset, offline_model_path
 from .text import (
     TEACHER_CACHE_COLUMNS,
@@ -33,6 +33,7 @@ __all__ = [
     "model_inputs",
     "offline_model_path",
     "prepare_datasets",
+    "split_names",
     "preprocess_images",
     "tokenize_for_pair",
     "tokenizers_match",

@@ -65,6 +65,11 @@ def _load_dict(args: Any) -> datasets.DatasetDict:
     )
 
 
+def split_names(args: Any) -> list[str]:
+    """The splits of the dataset a recipe names (loading it, from the cache after the first time)."""
+    return list(_load_dict(args))
+
+
 # `label_column`'s default: a dataset without such a column is unlabelled (for distillation), not a typo in a recipe.
 _DEFAULT_LABEL_COLUMN = "label"
 
