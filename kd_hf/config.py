@@ -250,9 +250,17 @@ class DistillationConfig(TrainingArguments):
     attribution_method: str = field(
         default="input_x_gradient",
         metadata={
-            "help": "Attribution both models compute for the teacher's top-1 class: `input_x_gradient` or "
-            "`gradient`, at the token embeddings (text) or the pixels (images).",
+            "help": "Attribution both models compute for the teacher's top-1 class: `input_x_gradient`, `gradient` "
+            "or `integrated_gradients` (few-step, `attribution_n_steps`; the method the reports judge by), at the "
+            "token embeddings (text) or the pixels (images).",
             "choices": list(ATTRIBUTION_METHODS),
+        },
+    )
+    attribution_n_steps: int = field(
+        default=8,
+        metadata={
+            "help": "Gauss-Legendre points of `attribution_method: integrated_gradients` (>= 1); each costs a forward "
+            "and a double backward of the batch."
         },
     )
     attribution_every: int = field(
@@ -449,6 +457,8 @@ class DistillationConfig(TrainingArguments):
         if not 0.0 <= self.jsd_beta <= 1.0:
             raise ValueError(f"`jsd_beta` must be in [0, 1] (0 forward KL, 1 reverse KL), got {self.jsd_beta}.")
         self.layer_map = _layer_map(self.layer_map)
+        if self.attribution_n_steps < 1:
+            raise ValueError(f"`attribution_n_steps` must be >= 1, got {self.attribution_n_steps}.")
         if self.attribution_every < 1:
             raise ValueError(f"`attribution_every` must be >= 1 (1 = every step), got {self.attribution_every}.")
         if self.attention_relation_heads < 0:

@@ -82,6 +82,8 @@ def cache_teacher_outputs(
     attributions: bool = False,
     attribution_method: str = "input_x_gradient",
     batch_size: int = 64,
+    n_steps: int = 8,
+    special_ids: tuple[int, ...] = (),
 ) -> datasets.Dataset:
     """Add `teacher_logits` (and `teacher_attributions`) columns computed by `teacher` in eval mode.
 
@@ -96,11 +98,15 @@ def cache_teacher_outputs(
             class (per real token, or per pixel), for the `attribution` loss.
         attribution_method (`str`, *optional*, defaults to `"input_x_gradient"`): see `kd_hf.explain.gradients`.
         batch_size (`int`, *optional*, defaults to 64): examples per teacher forward pass.
+        n_steps, special_ids: the settings of `integrated_gradients` (see `kd_hf.explain.gradients`).
 
     Returns:
         `datasets.Dataset`: `dataset` with the cached columns (replacing any from an earlier teacher).
     """
-    options = dict(attributions=attributions, attribution_method=attribution_method, batch_size=batch_size)
+    options = dict(
+        attributions=attributions, attribution_method=attribution_method, batch_size=batch_size, n_steps=n_steps,
+        special_ids=special_ids,
+    )  # fmt: skip
     if isinstance(dataset, dict):
         return {name: cache_teacher_outputs(part, teacher, collator, **options) for name, part in dataset.items()}
     reason = uncacheable_reason(dataset)
@@ -115,6 +121,8 @@ def cache_teacher_outputs(
             settings_digest(teacher),
             attributions,
             attribution_method,
+            n_steps if attribution_method == "integrated_gradients" else None,
+            sorted(special_ids) if attribution_method == "integrated_gradients" else None,
             CACHE_VERSION,
         ]
     )
@@ -130,7 +138,9 @@ def cache_teacher_outputs(
         if not attributions:
             with torch.no_grad():
                 return {"teacher_logits": teacher(**inputs).logits.float().cpu().tolist()}
-        scores, outputs = gradient_attribution(teacher, inputs, None, attribution_method)
+        scores, outputs = gradient_attribution(
+            teacher, inputs, None, attribution_method, n_steps=n_steps, special_ids=special_ids
+        )
         scores = scores.detach().float().cpu()
         mask = inputs.get("attention_mask")
         # Only real tokens are kept; the collator pads them back to each batch's length.

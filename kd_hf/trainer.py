@@ -209,9 +209,12 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
                 "`teacher_cache` needs the whole teacher on each process; turn it off under DeepSpeed."
             )
         teacher = self.accelerator.unwrap_model(self.teacher)
+        settings = self._attribution_settings(teacher=True)
         options = dict(
             attributions="attributions" in self.required_outputs,
-            attribution_method=self.args.attribution_method,
+            attribution_method=settings["method"],
+            n_steps=settings["n_steps"],
+            special_ids=settings["special_ids"],
             batch_size=self.args.per_device_eval_batch_size,
         )
         # The main process writes the cache files; the others then read them. A dataset whose inputs may change
@@ -358,6 +361,18 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
             dict.fromkeys(self._signature_columns + teacher_columns + [*TEACHER_CACHE_COLUMNS, *WORD_INDEX_COLUMNS])
         )
 
+    def _attribution_settings(self, teacher: bool) -> dict:
+        """`gradient_attribution`'s settings for one side: the recipe's method and steps, and the special tokens of
+        that side's tokenizer, which the text baseline of integrated gradients keeps (as `kd_hf.explain` does)."""
+        tokenizer = (
+            getattr(self.data_collator, "teacher_tokenizer", None) if teacher else None
+        ) or self.processing_class
+        return {
+            "method": self.args.attribution_method,
+            "n_steps": self.args.attribution_n_steps,
+            "special_ids": tuple(getattr(tokenizer, "all_special_ids", ())),
+        }
+
     def _forward_kwargs(self) -> dict:
         return {f"output_{name}": True for name in self.required_outputs - {"attributions"}}
 
@@ -386,7 +401,11 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
         if attribute:
             # The teacher explains its own top-1 class; it needs gradients at its inputs, never in its weights.
             attributions, outputs = gradient_attribution(
-                self.teacher, teacher_inputs, None, self.args.attribution_method, **self._forward_kwargs()
+                self.teacher,
+                teacher_inputs,
+                None,
+                **self._attribution_settings(teacher=True),
+                **self._forward_kwargs(),
             )
             outputs = type(outputs)(**{k: _detach(v) for k, v in outputs.items()})
             outputs.attributions = attributions.detach()
@@ -428,8 +447,9 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
             # attribution of the teacher's top-1 class.
             target = teacher_outputs.logits.argmax(-1)
             attributions, outputs = gradient_attribution(
-                model, student_inputs, target, args.attribution_method, model.training, **self._forward_kwargs()
-            )
+                model, student_inputs, target, create_graph=model.training, **self._attribution_settings(teacher=False),
+                **self._forward_kwargs(),
+            )  # fmt: skip
             outputs.attributions = attributions
         else:
             outputs = model(**student_inputs, **self._forward_kwargs())

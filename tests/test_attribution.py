@@ -72,21 +72,57 @@ def test_pixel_attributions_match_captum(make_vit, method, captum_class):
     assert torch.allclose(ours, expected, atol=1e-6)
 
 
+@pytest.mark.parametrize("n_steps", [4, 8])
+def test_few_step_text_integrated_gradients_match_captum_at_the_same_steps(make_bert, minilm_tokenizer, n_steps):
+    from kd_hf.explain.text import _token_scores
+
+    model = make_bert(seed=3)
+    inputs = _text_inputs(minilm_tokenizer)
+    target = torch.tensor([1, 0])
+    special = torch.tensor(
+        [minilm_tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True) for ids in inputs["input_ids"]]
+    )
+    theirs, _ = _token_scores(model, inputs, target, "integrated_gradients", n_steps, None, special)  # captum's
+
+    ours, outputs = gradient_attribution(
+        model, inputs, target, "integrated_gradients", create_graph=True, n_steps=n_steps,
+        special_ids=minilm_tokenizer.all_special_ids,
+    )  # fmt: skip
+    torch.testing.assert_close(ours, theirs.to(ours.dtype), atol=1e-5, rtol=1e-4)
+    assert ours.requires_grad  # trainable through
+    torch.testing.assert_close(outputs.logits, model(**inputs).logits)  # the real inputs' outputs, same pass
+
+
+def test_few_step_pixel_integrated_gradients_match_captum(make_vit):
+    from captum.attr import IntegratedGradients
+
+    model = make_vit(seed=3)
+    pixels = torch.randn(2, 1, 8, 8)
+    target = torch.tensor([4, 7])
+    ours, outputs = gradient_attribution(model, {"pixel_values": pixels}, target, "integrated_gradients", n_steps=4)
+    theirs = IntegratedGradients(lambda x: model(pixel_values=x).logits).attribute(pixels, target=target, n_steps=4)
+    torch.testing.assert_close(ours, theirs.sum(1), atol=1e-5, rtol=1e-4)
+    assert outputs.logits.shape == (2, 10)
+
+
 def _trainer(student, teacher, args, **kwargs):
     return DistillationTrainer(model=student, teacher_model=teacher, args=args, **kwargs)
 
 
-def test_attribution_loss_is_zero_for_a_copy_and_trains_only_the_student(make_bert, minilm_tokenizer, distill_args):
+@pytest.mark.parametrize("method", ["input_x_gradient", "integrated_gradients"])
+def test_attribution_loss_is_zero_for_a_copy_and_trains_only_the_student(
+    make_bert, minilm_tokenizer, distill_args, method
+):
     teacher = make_bert(seed=1)
-    args = distill_args(loss_type=["attribution"], alpha=0.0)
+    args = distill_args(loss_type=["attribution"], alpha=0.0, attribution_method=method, attribution_n_steps=4)
     batch = {**_text_inputs(minilm_tokenizer), "labels": torch.tensor([1, 0])}
 
-    copy_trainer = _trainer(copy.deepcopy(teacher), teacher, args)
+    copy_trainer = _trainer(copy.deepcopy(teacher), teacher, args, processing_class=minilm_tokenizer)
     copy_trainer.model.train()
     assert copy_trainer.compute_loss(copy_trainer.model, batch).item() == pytest.approx(0.0, abs=1e-6)
 
     student = make_bert(seed=2)
-    trainer = _trainer(student, teacher, args)
+    trainer = _trainer(student, teacher, args, processing_class=minilm_tokenizer)
     student.train()
     loss = trainer.compute_loss(student, batch)
     loss.backward()
@@ -109,6 +145,30 @@ def test_attribution_every_n_steps(make_bert, text_dataset, distill_args, minilm
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert ["attribution_loss" in log for log in logs] == [True, False, True, False]
     assert all("soft_label_loss" in log for log in logs)
+
+
+def test_cached_teacher_integrated_gradients_are_the_explainers(
+    make_bert, text_dataset, distill_args, minilm_tokenizer
+):
+    from kd_hf.data import DistillationDataCollator
+    from kd_hf.explain import explain_text
+
+    teacher = make_bert(seed=1)
+    args = distill_args(
+        loss_type=["soft_label", "attribution"], attribution_method="integrated_gradients", attribution_n_steps=8,
+        teacher_cache=True,
+    )  # fmt: skip
+    trainer = _trainer(
+        make_bert(seed=2), teacher, args, train_dataset=text_dataset[0], processing_class=minilm_tokenizer,
+        data_collator=DistillationDataCollator(minilm_tokenizer),
+    )  # fmt: skip
+    row = trainer.train_dataset[0]
+    text = minilm_tokenizer.decode(row["input_ids"], skip_special_tokens=True)
+    [explanation] = explain_text(teacher, minilm_tokenizer, [text], method="integrated_gradients", n_steps=8)
+    # The cache holds one score per token; the explainer sums sub-words into words and drops [CLS] and [SEP].
+    tokens = torch.tensor(row["teacher_attributions"])[1:-1]
+    assert len(explanation.scores) == len(tokens)  # a text of whole words: one token each
+    torch.testing.assert_close(torch.tensor(explanation.scores, dtype=tokens.dtype), tokens, atol=1e-5, rtol=1e-4)
 
 
 def test_cnn_teacher_and_vit_student_match_in_pixel_space(make_vit, distill_args):

@@ -38,9 +38,11 @@ RECIPE_FIELDS = {
     "hidden_state_loss": "hidden-state loss",
     "attribution_loss": "attribution loss",
     "attribution_method": "attribution matched",
+    "attribution_n_steps": "integration steps of the matched attribution",
     "attribution_every": "attribution loss every N steps",
     "teacher_cache": "teacher outputs cached",
     "model_init": "student initialisation",
+    "embedding_init": "student embeddings",
     "peft_config": "trained through the adapter",
     "merge_adapter": "adapter merged into the weights",
     "teacher_layers": "teacher layers copied",
@@ -55,7 +57,7 @@ _LOSS_FIELDS = {
     "soft_label": ("temperature", "divergence"),
     "attention": ("layer_map", "attention_loss", "attention_heads"),
     "hidden_state": ("layer_map", "hidden_state_loss"),
-    "attribution": ("attribution_loss", "attribution_method", "attribution_every"),
+    "attribution": ("attribution_loss", "attribution_method", "attribution_n_steps", "attribution_every"),
 }
 
 
@@ -84,6 +86,8 @@ def card_facts(
         shown.update(_LOSS_FIELDS.get(loss, ()))
     if args.model_init == "teacher_layers":
         shown.add("teacher_layers")
+    if args.embedding_init != "random":
+        shown.add("embedding_init")
     if args.teachers:
         shown |= {"teacher_weights", "teacher_combination"}
     if args.peft_config:
