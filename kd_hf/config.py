@@ -367,6 +367,20 @@ class DistillationConfig(TrainingArguments):
             "`eval_split_size` of the train split held out instead."
         },
     )
+    augment_copies: int = field(
+        default=0,
+        metadata={
+            "help": "Text distillation: add this many TinyBERT-style variants of each training text (words replaced by "
+            "their nearest neighbours in the teacher's embedding space, or masked), which learn from the teacher's "
+            "soft labels alone (`kd_hf.data.augment`); 0 adds none."
+        },
+    )
+    augment_word_prob: float = field(
+        default=0.4, metadata={"help": "With `augment_copies`: chance that a word is replaced by a neighbour."}
+    )
+    augment_mask_prob: float = field(
+        default=0.1, metadata={"help": "With `augment_copies`: chance that a word is replaced by the mask token."}
+    )
     report_split: str | None = field(
         default="test",
         metadata={
@@ -457,6 +471,16 @@ class DistillationConfig(TrainingArguments):
         if not 0.0 <= self.jsd_beta <= 1.0:
             raise ValueError(f"`jsd_beta` must be in [0, 1] (0 forward KL, 1 reverse KL), got {self.jsd_beta}.")
         self.layer_map = _layer_map(self.layer_map)
+        if self.augment_copies < 0:
+            raise ValueError(f"`augment_copies` must be >= 0 (0 = no augmentation), got {self.augment_copies}.")
+        if not (0 <= self.augment_word_prob and 0 <= self.augment_mask_prob and
+                self.augment_word_prob + self.augment_mask_prob <= 1):  # fmt: skip
+            raise ValueError(
+                "`augment_word_prob` and `augment_mask_prob` must be >= 0 with a sum <= 1, got "
+                f"{self.augment_word_prob} and {self.augment_mask_prob}."
+            )
+        if self.augment_copies and self.is_image_task:
+            raise ValueError("`augment_copies` augments texts; leave it at 0 for images.")
         if self.attribution_n_steps < 1:
             raise ValueError(f"`attribution_n_steps` must be >= 1, got {self.attribution_n_steps}.")
         if self.attribution_every < 1:

@@ -16,6 +16,7 @@ from .config import DistillationConfig
 from .data import (
     TEACHER_PREFIX,
     DistillationDataCollator,
+    augment_texts,
     label_names,
     load_raw_datasets,
     prepare_datasets,
@@ -124,6 +125,18 @@ def train(args: DistillationConfig) -> Trainer:
     return _fit(trainer, args, "train")
 
 
+def _augmented(args: DistillationConfig, train, teacher_tokenizer, teacher: PreTrainedModel):
+    """The training split followed by its TinyBERT-style variants, read by the teacher's tokenizer and embeddings."""
+    augmented = augment_texts(
+        train, teacher_tokenizer, teacher.get_input_embeddings().weight, text_columns=args.text_columns,
+        label_column=args.label_column, copies=args.augment_copies, word_prob=args.augment_word_prob,
+        mask_prob=args.augment_mask_prob, seed=args.seed,
+    )  # fmt: skip
+    logger.info("Training on %d examples: %d labelled, %d augmented.", len(augmented), len(train),
+                len(augmented) - len(train))  # fmt: skip
+    return augmented
+
+
 def _report_config(args: DistillationConfig) -> DistillationConfig:
     """The recipe as the final report reads its data: on `report_split`, held out of training and of the evaluations
     during it, when the dataset has that split; else on `eval_split`, with a warning."""
@@ -169,6 +182,8 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         processor = _processor(args, student, args.model_name_or_path)
     else:
         processor = teacher_processor
+    if args.augment_copies:
+        raw_datasets = (_augmented(args, raw_datasets[0], teacher_processor, reference), raw_datasets[1])
     train_dataset, eval_dataset = prepare_datasets(
         args,
         processor,

@@ -4,6 +4,7 @@ Data for distillation: bundled offline corpora, loading from a recipe, and input
 The usual entry point is [`prepare_datasets`]; the pieces it chains are public for scripts and tests.
 """
 
+from .augment import augment_texts
 from .loading import encode_labels, label_names, load_raw_datasets, prepare_datasets, split_names
 from .offline import OFFLINE_PREFIX, load_offline_dataset, offline_model_path
 from .text import (
@@ -24,17 +25,17 @@ __all__ = [
     "TEACHER_PREFIX",
     "WORD_INDEX_COLUMNS",
     "DistillationDataCollator",
+    "augment_texts",
     "default_image_processor",
     "encode_labels",
     "label_names",
     "load_offline_dataset",
     "load_raw_datasets",
     "model_inputs",
-    "model_inputs",
     "offline_model_path",
     "prepare_datasets",
-    "split_names",
     "preprocess_images",
+    "split_names",
     "tokenize_for_pair",
     "tokenizers_match",
 ]
