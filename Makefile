@@ -46,5 +46,15 @@ benchmark-overhead: setup $(TEACHER)/model.safetensors
 	$(BIN)/python benchmarks/overhead.py --teacher $(TEACHER)
 	$(BIN)/python benchmarks/explain_throughput.py --model $(TEACHER)
 
+# Issue 14's ablation: each lever alone and together, 3 seeds, held-out test split (hours on 2 cores).
+VISION_TEACHER := outputs/vit-mnist
+.PHONY: benchmark-fidelity
+benchmark-fidelity: setup $(TEACHER)/model.safetensors $(VISION_TEACHER)/model.safetensors
+	$(BIN)/python benchmarks/fidelity.py --modality text --seeds 42 43 44
+	$(BIN)/python benchmarks/fidelity.py --modality vision --seeds 42 43 44
+
+$(VISION_TEACHER)/model.safetensors: | setup
+	$(BIN)/kd-hf train recipes/offline_vision_teacher.yaml
+
 clean:
 	rm -rf outputs

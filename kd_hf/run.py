@@ -87,8 +87,9 @@ class FineTuningTrainer(ResumableTrainer, PublishingTrainer):
     """The `Trainer` of `kd-hf train`: it resumes exactly and publishes only the published files, as a student does."""
 
 
-def train(args: DistillationConfig) -> Trainer:
-    """Fine-tune `model_name_or_path` (or a model built from `model_config`) with cross-entropy alone."""
+def train(args: DistillationConfig, callbacks: list | None = None) -> Trainer:
+    """Fine-tune `model_name_or_path` (or a model built from `model_config`) with cross-entropy alone; `callbacks` go
+    to the trainer."""
     if args.hub_space_id is not None:
         raise ValueError(
             "`hub_space_id` publishes the demo of a distilled student beside its teacher; `kd-hf train` has no "
@@ -121,6 +122,7 @@ def train(args: DistillationConfig) -> Trainer:
         processing_class=processor,
         data_collator=_collator(args, processor, train_dataset),
         compute_metrics=classification_metrics,
+        callbacks=callbacks,
     )
     return _fit(trainer, args, "train")
 

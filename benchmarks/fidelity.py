@@ -1,0 +1,176 @@
+"""Which levers make a small student predict *and explain* like its teacher? The issue-14 ablation, one table.
+
+Each variant is a recipe (`recipes/offline_text.yaml` or `recipes/offline_vision.yaml`) with a few fields changed,
+trained with `kd-hf distill` (`plain`: `kd-hf train` of the same student, cross-entropy alone) once per seed; its
+report (`eval_results.json`) is made on the held-out test split (`report_split`), which no choice was tuned on, with
+integrated-gradients agreement on `--explain_examples` test examples. Validation accuracy (what training evaluated
+on, and what the choice of levers may look at) is reported beside it.
+
+    python benchmarks/fidelity.py --modality text --seeds 42 43 44            # make benchmark-fidelity
+    python benchmarks/fidelity.py --modality text --variants soft_label embedding_init --seeds 42
+
+Writes `benchmarks/results/fidelity_<modality>.json` (per variant and seed: test accuracy, teacher accuracy,
+agreement, parameters, latency at batch 32, s/step and its ratio to `plain`, IG Spearman with its 95% CI and chance
+level, validation accuracy) and prints the table (mean ± std over seeds).
+"""
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import time
+
+from transformers import TrainerCallback
+
+from kd_hf.cli import parse_recipe
+from kd_hf.evaluation import evaluate_student
+from kd_hf.run import distill, train
+
+
+RECIPES = {"text": "recipes/offline_text.yaml", "vision": "recipes/offline_vision.yaml"}
+TEACHERS = {"text": "outputs/minilm-rotten-tomatoes", "vision": "outputs/vit-mnist"}
+# Each lever, alone on top of soft labels, then together (`final`). Fields as on the command line.
+IG_MATCHING = ["--loss_type", "soft_label", "attribution", "--loss_weights", "1", "0.2"]
+IG_MATCHING += ["--attribution_method", "integrated_gradients", "--attribution_n_steps", "4"]
+VARIANTS = {
+    "plain": [],
+    "soft_label": [],
+    "embedding_init": ["--embedding_init", "teacher"],
+    "augment": ["--augment_copies", "4"],
+    "ig_matching": IG_MATCHING,
+    "final": ["--embedding_init", "teacher", "--augment_copies", "4", *IG_MATCHING],
+}
+VISION_VARIANTS = {"plain": [], "soft_label": [], "ig_matching": IG_MATCHING}
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of each optimizer step (forward, backward, update)."""
+
+    def __init__(self):
+        self.times, self._start = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def run_variant(cli, variant: str, fields: list[str], seed: int) -> dict:
+    folder = os.path.join(cli.output_dir, cli.modality, f"{variant}-{seed}")
+    common = [RECIPES[cli.modality], "--seed", str(seed), "--output_dir", folder, "--overwrite_output_dir", "true"]
+    common += ["--save_strategy", "no", "--disable_tqdm", "true", "--explanation_examples", str(cli.explain_examples)]
+    common += ["--global_examples", "0", "--teacher_model_name_or_path", cli.teacher, *cli.overrides]
+    timer = StepTimer()
+    args = parse_recipe([*common, *fields])
+    if variant == "plain":
+        # The same student fine-tuned alone (the teacher's config made smaller, as the recipe builds it), then
+        # reported against the teacher as `kd-hf distill` reports its students.
+        plain = copy.copy(args)
+        plain.model_name_or_path, plain.teacher_model_name_or_path = cli.teacher, None
+        trainer = train(plain, callbacks=[timer])
+        report = copy.copy(args)
+        report.eval_split = args.report_split
+        results = evaluate_student(
+            trainer.model.eval(), cli.teacher, config=report, output_dir=folder,
+            explanation_examples=cli.explain_examples, student_processor=trainer.processing_class,
+            student_name=folder,
+        )  # fmt: skip
+    else:
+        trainer = distill(args, callbacks=[timer])
+        with open(os.path.join(folder, "eval_results.json")) as file:
+            results = json.load(file)
+    validation = [entry for entry in trainer.state.log_history if "eval_accuracy" in entry][-1]["eval_accuracy"]
+    student, teacher = results["student"], results["teacher"]
+    explanations = results.get("explanations") or {}
+    spearman = (explanations.get("agreement") or {}).get("spearman") or {}
+    return {
+        "variant": variant,
+        "seed": seed,
+        "test_accuracy": student["accuracy"],
+        "teacher_test_accuracy": teacher["accuracy"],
+        "accuracy_ratio": student["accuracy"] / teacher["accuracy"],
+        "agreement": student["top1_agreement"],
+        "parameters": student["parameters"],
+        "teacher_parameters": teacher["parameters"],
+        "latency_ms_batch_32": student["latency_ms"].get("batch_32"),
+        "teacher_latency_ms_batch_32": teacher["latency_ms"].get("batch_32"),
+        "seconds_per_step": statistics.median(timer.times[10:] or timer.times),
+        "ig_spearman": spearman.get("mean"),
+        "ig_spearman_ci": [spearman.get("low"), spearman.get("high")],
+        "ig_spearman_chance": spearman.get("random"),
+        "explained_examples": explanations.get("num_examples"),
+        "validation_accuracy": validation,
+        "report_split": results["dataset"]["split"],
+    }
+
+
+def _spread(values: list[float], digits: int = 3) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(rows: list[dict]) -> str:
+    plain = [row["seconds_per_step"] for row in rows if row["variant"] == "plain"]
+    header = ["variant", "test acc", "teacher", "student/teacher", "agreement", "params (teacher/student)"]
+    header += ["latency b=32 ms (speed-up)", "s/step (× plain)", "IG ρ [95% CI] (chance)", "validation acc"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        runs = [row for row in rows if row["variant"] == variant]
+        step = statistics.median(row["seconds_per_step"] for row in runs)
+        ratio = f" ({step / statistics.median(plain):.2f}×)" if plain else ""
+        low = statistics.mean(row["ig_spearman_ci"][0] for row in runs) if runs[0]["ig_spearman"] is not None else None
+        high = statistics.mean(row["ig_spearman_ci"][1] for row in runs) if low is not None else None
+        ig = _spread([row["ig_spearman"] for row in runs], 2)
+        ig += f" [{low:.2f}, {high:.2f}] ({runs[0]['ig_spearman_chance']:.2f})" if low is not None else ""
+        latency = statistics.median(row["latency_ms_batch_32"] for row in runs)
+        speedup = statistics.median(row["teacher_latency_ms_batch_32"] / row["latency_ms_batch_32"] for row in runs)
+        lines.append(
+            "| " + " | ".join([
+                variant, _spread([r["test_accuracy"] for r in runs]), _spread([r["teacher_test_accuracy"] for r in runs]),
+                _spread([r["accuracy_ratio"] for r in runs]), _spread([r["agreement"] for r in runs]),
+                f"{runs[0]['teacher_parameters'] / runs[0]['parameters']:.1f}×", f"{latency:.1f} ({speedup:.1f}×)",
+                f"{step:.3f}{ratio}", ig, _spread([r["validation_accuracy"] for r in runs]),
+            ]) + " |"
+        )  # fmt: skip
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--modality", choices=list(RECIPES), default="text")
+    parser.add_argument("--teacher", default=None, help="defaults to the modality's `make demo` teacher")
+    parser.add_argument("--variants", nargs="+", default=None, help="default: every variant of the modality")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    parser.add_argument("--explain_examples", type=int, default=200)
+    parser.add_argument("--output_dir", default="outputs/benchmark-fidelity")
+    parser.add_argument("--results", default="benchmarks/results")
+    cli, cli.overrides = parser.parse_known_args()
+    cli.teacher = cli.teacher or TEACHERS[cli.modality]
+    variants = VARIANTS if cli.modality == "text" else VISION_VARIANTS
+    names = cli.variants or list(variants)
+    path = os.path.join(cli.results, f"fidelity_{cli.modality}.json")
+    rows = []
+    if os.path.isfile(path):  # runs of other variants or seeds are kept; a rerun replaces its own
+        with open(path) as file:
+            rows = [row for row in json.load(file)["runs"] if (row["variant"], row["seed"]) not in
+                    {(name, seed) for name in names for seed in cli.seeds}]  # fmt: skip
+    for name in names:
+        for seed in cli.seeds:
+            row = run_variant(cli, name, variants[name], seed)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            os.makedirs(cli.results, exist_ok=True)
+            with open(path + ".tmp", "w") as file:
+                json.dump({"recipe": RECIPES[cli.modality], "teacher": cli.teacher, "runs": rows}, file, indent=2)
+            os.replace(path + ".tmp", path)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
