@@ -82,3 +82,18 @@ def test_distill_trains_on_the_augmented_transfer_set(tiny_text_project, tmp_pat
     with caplog.at_level("INFO", logger="kd_hf"):
         main(["distill", str(recipe)])
     assert "Training on 96 examples: 32 labelled, 64 augmented." in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"augment_copies": -1}, "augment_copies` must be >= 0"),
+        ({"augment_copies": 2, "augment_word_prob": 0.8, "augment_mask_prob": 0.3}, "sum <= 1"),
+        ({"augment_copies": 2, "image_column": "image", "text_columns": []}, "augments texts"),
+    ],
+)
+def test_bad_augmentation_settings_are_refused(tmp_path, fields, message):
+    from kd_hf import DistillationConfig
+
+    with pytest.raises(ValueError, match=message):
+        DistillationConfig(output_dir=str(tmp_path), report_to=[], **fields)
