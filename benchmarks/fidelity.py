@@ -19,9 +19,8 @@ import copy
 import json
 import os
 import statistics
-import time
 
-from transformers import TrainerCallback
+from distill_text import StepTimer  # benchmarks/ is on the path when a script there runs
 
 from kd_hf.cli import parse_recipe
 from kd_hf.evaluation import evaluate_student
@@ -42,19 +41,6 @@ VARIANTS = {
     "final": ["--embedding_init", "teacher", "--augment_copies", "4", *IG_MATCHING],
 }
 VISION_VARIANTS = {"plain": [], "soft_label": [], "ig_matching": IG_MATCHING}
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step (forward, backward, update)."""
-
-    def __init__(self):
-        self.times, self._start = [], None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
 
 
 def run_variant(cli, variant: str, fields: list[str], seed: int) -> dict:
@@ -96,7 +82,7 @@ def run_variant(cli, variant: str, fields: list[str], seed: int) -> dict:
         "teacher_parameters": teacher["parameters"],
         "latency_ms_batch_32": student["latency_ms"].get("batch_32"),
         "teacher_latency_ms_batch_32": teacher["latency_ms"].get("batch_32"),
-        "seconds_per_step": statistics.median(timer.times[10:] or timer.times),
+        "seconds_per_step": timer.median() if len(timer.times) > 10 else statistics.median(timer.times),
         "ig_spearman": spearman.get("mean"),
         "ig_spearman_ci": [spearman.get("low"), spearman.get("high")],
         "ig_spearman_chance": spearman.get("random"),
