@@ -267,6 +267,15 @@ class DistillationConfig(TrainingArguments):
         default=1,
         metadata={"help": "Apply the `attribution` loss every N optimizer steps (>= 1); it costs a double backward."},
     )
+    attribution_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Examples of each training batch (per device) whose attributions are matched: the first N of the "
+            "shuffled batch, so that every example takes part over the run (default: all). The double backward, and "
+            "the interpolation points of `integrated_gradients`, then run on N examples; the loss is scaled to "
+            "estimate the whole batch's."
+        },
+    )
     teacher_cache: bool = field(
         default=False,
         metadata={
@@ -485,6 +494,10 @@ class DistillationConfig(TrainingArguments):
             raise ValueError(f"`attribution_n_steps` must be >= 1, got {self.attribution_n_steps}.")
         if self.attribution_every < 1:
             raise ValueError(f"`attribution_every` must be >= 1 (1 = every step), got {self.attribution_every}.")
+        if self.attribution_batch_size is not None and self.attribution_batch_size < 1:
+            raise ValueError(
+                f"`attribution_batch_size` must be >= 1 (or unset for the whole batch), got {self.attribution_batch_size}."
+            )
         if self.attention_relation_heads < 0:
             raise ValueError(
                 f"`attention_relation_heads` must be >= 0 (0 = automatic), got {self.attention_relation_heads}."

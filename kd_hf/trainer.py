@@ -23,7 +23,7 @@ from .config import DistillationConfig
 from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, model_inputs
 from .ensemble import EnsembleTeacher, ensemble_of, load_teacher
 from .evaluation import read_results
-from .explain.gradients import gradient_attribution
+from .explain.gradients import first_rows, gradient_attribution
 from .hub import PublishingTrainer
 from .losses import build_losses, loss_requirements
 from .losses.attention import qkv_module_names
@@ -376,24 +376,25 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
     def _forward_kwargs(self) -> dict:
         return {f"output_{name}": True for name in self.required_outputs - {"attributions"}}
 
-    def teacher_outputs(self, inputs: dict, attribute: bool = False):
+    def teacher_outputs(self, inputs: dict, attribute: bool = False, rows: int | None = None):
         """The teacher's outputs on `inputs` (its own `teacher_` inputs when present), logits in student label order.
 
         Cached teacher logits and attributions (`kd_hf.teacher_cache`) are used when the batch holds them; the
-        teacher then runs only if a loss needs more (attentions, hidden states).
+        teacher then runs only if a loss needs more (attentions, hidden states). With `attribute`, the first `rows`
+        examples (all by default) are attributed.
         """
         cached_all = "teacher_logits" in inputs and (not attribute or "teacher_attributions" in inputs)
         if cached_all and not self.required_outputs - {"attributions"} and self.recorders is None:
             outputs = SequenceClassifierOutput(logits=inputs["teacher_logits"])
         else:
-            outputs = self._run_teacher(inputs, attribute and "teacher_attributions" not in inputs)
+            outputs = self._run_teacher(inputs, attribute and "teacher_attributions" not in inputs, rows)
         if attribute and "teacher_attributions" in inputs:
             outputs.attributions = inputs["teacher_attributions"]
         if self.teacher_label_order is not None:
             outputs.logits = outputs.logits[:, self.teacher_label_order]
         return outputs
 
-    def _run_teacher(self, inputs: dict, attribute: bool):
+    def _run_teacher(self, inputs: dict, attribute: bool, rows: int | None = None):
         teacher_inputs = model_inputs(inputs, teacher=True) or model_inputs(inputs)
         # Pixels come in the student's precision; a teacher loaded in bf16 needs them in its own.
         dtype = self.accelerator.unwrap_model(self.teacher).dtype
@@ -404,6 +405,7 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
                 self.teacher,
                 teacher_inputs,
                 None,
+                rows=rows,
                 **self._attribution_settings(teacher=True),
                 **self._forward_kwargs(),
             )
@@ -441,14 +443,15 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
         student_inputs = model_inputs(inputs)
         labels = inputs.get("labels")
         attribute = self._attribute_now(model)
-        teacher_outputs = self.teacher_outputs(inputs, attribute)
+        rows = args.attribution_batch_size if model.training else None
+        teacher_outputs = self.teacher_outputs(inputs, attribute, rows)
         if attribute:
             # One forward pass gives the student's logits and, through a graph kept for the double backward, its
-            # attribution of the teacher's top-1 class.
+            # attribution of the teacher's top-1 class (on the first `rows` examples).
             target = teacher_outputs.logits.argmax(-1)
             attributions, outputs = gradient_attribution(
-                model, student_inputs, target, create_graph=model.training, **self._attribution_settings(teacher=False),
-                **self._forward_kwargs(),
+                model, student_inputs, target, create_graph=model.training, rows=rows,
+                **self._attribution_settings(teacher=False), **self._forward_kwargs(),
             )  # fmt: skip
             outputs.attributions = attributions
         else:
@@ -461,7 +464,12 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
             for name, loss in self.losses.items()
             if attribute or "attributions" not in self.loss_needs[name]
         }
-        parts = {name: loss(outputs, teacher_outputs, inputs, args) for name, loss in active.items()}
+        parts = {
+            name: self._on_attributed_rows(loss, outputs, teacher_outputs, inputs)
+            if "attributions" in self.loss_needs[name]
+            else loss(outputs, teacher_outputs, inputs, args)
+            for name, loss in active.items()
+        }
         weights = dict(zip(args.loss_type, args.loss_weights))
         distillation = (1 - args.alpha) * sum(weights[name] * value for name, value in parts.items())
         gathered = num_items_in_batch is not None
@@ -494,6 +502,26 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
             agreement = top1_agreement(outputs.logits.detach(), teacher_outputs.logits)
             self._metrics[mode]["teacher_agreement"].append(self.accelerator.gather_for_metrics(agreement))
         return (loss, {"logits": outputs.logits}) if return_outputs else loss
+
+    def _on_attributed_rows(self, loss, outputs, teacher_outputs, inputs) -> torch.Tensor:
+        """An attribution loss per example. When only the first rows were attributed (`attribution_batch_size`), it
+        is computed on those rows and scaled by batch / rows (zeros elsewhere), so that its sum estimates the whole
+        batch's and its mean is the rows' mean."""
+        rows, batch = len(outputs.attributions), len(outputs.logits)
+        if rows == batch:
+            return loss(outputs, teacher_outputs, inputs, self.args)
+
+        def cut(output):
+            first = first_rows(output, rows)
+            first.attributions = output.attributions[:rows]
+            return first
+
+        cut_inputs = {
+            name: value[:rows] if torch.is_tensor(value) and value.dim() and len(value) == batch else value
+            for name, value in inputs.items()
+        }
+        value = loss(cut(outputs), cut(teacher_outputs), cut_inputs, self.args)
+        return F.pad(value, (0, batch - rows)) * (batch / rows)
 
     def _non_finite_loss_message(self, model, parts, inputs, outputs, teacher_outputs) -> str:
         """Which loss part is NaN/inf at which step, and what in the batch or the models made it so."""

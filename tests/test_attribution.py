@@ -105,6 +105,34 @@ def test_few_step_pixel_integrated_gradients_match_captum(make_vit):
     assert outputs.logits.shape == (2, 10)
 
 
+@pytest.mark.parametrize("method", ["input_x_gradient", "gradient", "integrated_gradients"])
+def test_attributing_the_first_rows_gives_their_attributions_and_every_rows_outputs(
+    make_bert, minilm_tokenizer, method
+):
+    model = make_bert(seed=3)
+    texts = ["a great and moving film", "dull", "not bad at all", "the cast is wasted here"]
+    inputs = dict(minilm_tokenizer(texts, padding=True, return_tensors="pt"))
+    target = torch.tensor([1, 0, 1, 0])
+    settings = {"n_steps": 4, "special_ids": minilm_tokenizer.all_special_ids}
+
+    everything, full_outputs = gradient_attribution(model, inputs, target, method, **settings)
+    first, outputs = gradient_attribution(model, inputs, target, method, create_graph=True, rows=2, **settings)
+    assert first.shape == (2, everything.shape[1]) and first.requires_grad
+    torch.testing.assert_close(first, everything[:2], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(outputs.logits, full_outputs.logits, atol=1e-5, rtol=1e-4)  # all four rows
+
+
+def test_pixel_integrated_gradients_of_the_first_rows(make_vit):
+    model = make_vit(seed=3)
+    pixels, target = torch.randn(3, 1, 8, 8), torch.tensor([4, 7, 1])
+    everything, _ = gradient_attribution(model, {"pixel_values": pixels}, target, "integrated_gradients", n_steps=4)
+    first, outputs = gradient_attribution(
+        model, {"pixel_values": pixels}, target, "integrated_gradients", n_steps=4, rows=1
+    )
+    torch.testing.assert_close(first, everything[:1], atol=1e-5, rtol=1e-4)
+    assert outputs.logits.shape == (3, 10)
+
+
 def _trainer(student, teacher, args, **kwargs):
     return DistillationTrainer(model=student, teacher_model=teacher, args=args, **kwargs)
 
@@ -145,6 +173,40 @@ def test_attribution_every_n_steps(make_bert, text_dataset, distill_args, minilm
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert ["attribution_loss" in log for log in logs] == [True, False, True, False]
     assert all("soft_label_loss" in log for log in logs)
+
+
+@pytest.mark.parametrize("teacher_cache", [False, True])
+def test_attribution_batch_size_matches_the_first_rows_and_scales_to_the_batch(
+    make_bert, text_dataset, distill_args, minilm_tokenizer, teacher_cache
+):
+    from kd_hf.data import DistillationDataCollator
+
+    teacher = make_bert(seed=1)
+    settings = {"loss_type": ["attribution"], "alpha": 0.0, "attribution_method": "integrated_gradients"}
+    settings |= {"attribution_n_steps": 2, "teacher_cache": teacher_cache, "per_device_train_batch_size": 4}
+    collator = DistillationDataCollator(minilm_tokenizer)
+
+    def trainer_with(**fields):
+        trainer = _trainer(
+            make_bert(seed=2), teacher, distill_args(**settings, **fields), train_dataset=text_dataset[0],
+            processing_class=minilm_tokenizer, data_collator=collator,
+        )  # fmt: skip
+        trainer.model.train()
+        return trainer
+
+    first_two, whole = trainer_with(attribution_batch_size=2), trainer_with()
+    batch = next(iter(first_two.get_train_dataloader()))
+    assert len(batch["input_ids"]) == 4 and ("teacher_attributions" in batch) == teacher_cache
+    loss = first_two.compute_loss(first_two.model, batch)
+    loss.backward()
+    # Attributions of two rows, with the loss scaled to the batch of four: the same loss (a mean over examples) as
+    # the whole batch's trainer gets on those two rows alone.
+    two = whole.compute_loss(whole.model, {name: value[:2] for name, value in batch.items()})
+    assert loss.item() == pytest.approx(two.item(), rel=1e-4) and loss.item() > 0
+    logged = first_two._metrics["train"]["attribution_loss"][-1]
+    torch.testing.assert_close(logged, whole._metrics["train"]["attribution_loss"][-1])
+    assert first_two.model.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
 
 
 def test_cached_teacher_integrated_gradients_are_the_explainers(

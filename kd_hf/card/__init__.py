@@ -40,6 +40,7 @@ RECIPE_FIELDS = {
     "attribution_method": "attribution matched",
     "attribution_n_steps": "integration steps of the matched attribution",
     "attribution_every": "attribution loss every N steps",
+    "attribution_batch_size": "examples per batch whose attributions are matched",
     "teacher_cache": "teacher outputs cached",
     "model_init": "student initialisation",
     "embedding_init": "student embeddings",
@@ -57,7 +58,13 @@ _LOSS_FIELDS = {
     "soft_label": ("temperature", "divergence"),
     "attention": ("layer_map", "attention_loss", "attention_heads"),
     "hidden_state": ("layer_map", "hidden_state_loss"),
-    "attribution": ("attribution_loss", "attribution_method", "attribution_n_steps", "attribution_every"),
+    "attribution": (
+        "attribution_loss",
+        "attribution_method",
+        "attribution_n_steps",
+        "attribution_every",
+        "attribution_batch_size",
+    ),
 }
 
 
