@@ -52,6 +52,10 @@ class StepTimer(TrainerCallback):
     def median(self, warmup: int = 10) -> float:
         return statistics.median(self.times[warmup:])
 
+    def mean(self, warmup: int = 10) -> float:
+        """The average over the run: steps that differ (an attribution loss every N steps) count as they come."""
+        return statistics.mean(self.times[warmup:] or self.times)
+
 
 def logits_on(model, dataset, collator, batch_size=128) -> torch.Tensor:
     model.eval()
