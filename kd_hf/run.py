@@ -29,6 +29,7 @@ from .metrics import classification_metrics
 from .pairing import apply_peft, build_student, check_max_length, class_names, load_model, load_processor
 from .student_init import project_teacher_embeddings
 from .trainer import DistillationTrainer, check_output_dir
+from .vocabulary import prune_tokenizer
 
 
 logger = logging.getLogger(__name__)
@@ -139,6 +140,21 @@ def _augmented(args: DistillationConfig, train, teacher_tokenizer, teacher: PreT
     return augmented
 
 
+def _pruned_vocabulary(args: DistillationConfig, train, teacher_tokenizer, student: PreTrainedModel):
+    """The teacher's tokenizer cut to the tokens of the training texts, and the kept token ids; the student's
+    embedding table is cut to match (row i is token `kept[i]`)."""
+    texts = [text for column in args.text_columns for text in train[column] if text]
+    tokenizer, kept = prune_tokenizer(teacher_tokenizer, texts)
+    before = student.num_parameters()
+    student.resize_token_embeddings(len(kept))
+    student.config.pad_token_id = tokenizer.pad_token_id
+    logger.info(
+        "Student vocabulary cut to the %d tokens of the training texts (of %d): %d parameters instead of %d.",
+        len(kept), len(teacher_tokenizer), student.num_parameters(), before,
+    )  # fmt: skip
+    return tokenizer, kept
+
+
 def _report_config(args: DistillationConfig) -> DistillationConfig:
     """The recipe as the final report reads its data: on `report_split`, held out of training and of the evaluations
     during it, when the dataset has that split; else on `eval_split`, with a warning."""
@@ -173,12 +189,6 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
     labelled = [split for split in raw_datasets if split is not None and args.label_column in split.column_names]
     labels = label_names(labelled[0], args.label_column) if labelled else class_names(reference.config)
     student = build_student(args, reference, labels)
-    if args.embedding_init == "teacher":
-        project_teacher_embeddings(reference, student)
-    if not image:
-        check_max_length(args.max_length, student=student, teacher=teacher)
-    if args.peft_config:
-        student = apply_peft(student, args.peft_config, image)
     teacher_processor = load_processor(args.teacher_model_name_or_path, image, args.trust_remote_code)
     if args.model_init == "checkpoint" or (args.model_init == "config" and args.model_name_or_path):
         processor = _processor(args, student, args.model_name_or_path)
@@ -186,6 +196,15 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         processor = teacher_processor
     if args.augment_copies:
         raw_datasets = (_augmented(args, raw_datasets[0], teacher_processor, reference), raw_datasets[1])
+    token_ids = None
+    if args.prune_vocabulary:
+        processor, token_ids = _pruned_vocabulary(args, raw_datasets[0], teacher_processor, student)
+    if args.embedding_init == "teacher":
+        project_teacher_embeddings(reference, student, token_ids)
+    if not image:
+        check_max_length(args.max_length, student=student, teacher=teacher)
+    if args.peft_config:
+        student = apply_peft(student, args.peft_config, image)
     train_dataset, eval_dataset = prepare_datasets(
         args,
         processor,

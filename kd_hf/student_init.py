@@ -13,6 +13,7 @@ project_teacher_embeddings(teacher, student)  # in place
 """
 
 import logging
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -46,12 +47,15 @@ def embedding_projection(table: torch.Tensor, width: int) -> tuple[torch.Tensor,
 
 
 @torch.no_grad()
-def project_teacher_embeddings(teacher: nn.Module, student: nn.Module) -> list[str]:
+def project_teacher_embeddings(
+    teacher: nn.Module, student: nn.Module, token_ids: Sequence[int] | None = None
+) -> list[str]:
     """Initialise the student's embedding tables (word, position, token type) from the teacher's, projected onto the
     principal components of the teacher's word embeddings; returns the names of the tables it set.
 
-    Both models must read the same token ids (the teacher's tokenizer) and have the same tables; a student table with
-    fewer rows (positions) takes the teacher's first rows.
+    Both models must read the same token ids (the teacher's tokenizer), or the student's word `i` must be the
+    teacher's token `token_ids[i]` (a pruned vocabulary, `kd_hf.vocabulary`); a student table with fewer rows
+    (positions) takes the teacher's first rows.
     """
     teacher_tables, student_tables = _embedding_tables(teacher), _embedding_tables(student)
     if "word_embeddings" not in teacher_tables or "word_embeddings" not in student_tables:
@@ -60,9 +64,11 @@ def project_teacher_embeddings(teacher: nn.Module, student: nn.Module) -> list[s
             f"{type(student).__name__}); use `embedding_init: random`, or `model_init: teacher_layers`."
         )
     teacher_words, student_words = teacher_tables["word_embeddings"].weight, student_tables["word_embeddings"].weight
-    if teacher_words.shape[0] != student_words.shape[0]:
+    rows_of = {"word_embeddings": list(token_ids)} if token_ids is not None else {}
+    teacher_tokens = len(rows_of.get("word_embeddings", teacher_words))
+    if teacher_tokens != student_words.shape[0]:
         raise ValueError(
-            f"`embedding_init: teacher` maps token ids one to one, but the teacher has {teacher_words.shape[0]} and "
+            f"`embedding_init: teacher` maps token ids one to one, but the teacher has {teacher_tokens} and "
             f"the student {student_words.shape[0]}: give the student the teacher's tokenizer (`model_init: config` "
             "without `model_name_or_path`), or use `embedding_init: random`."
         )
@@ -72,7 +78,7 @@ def project_teacher_embeddings(teacher: nn.Module, student: nn.Module) -> list[s
         source = teacher_tables.get(name)
         if source is None or source.weight.shape[0] < table.weight.shape[0]:
             continue
-        rows = source.weight[: table.weight.shape[0]].double()
+        rows = source.weight[rows_of.get(name, slice(table.weight.shape[0]))].double()
         centred = rows - mean if name == "word_embeddings" else rows
         table.weight.copy_((centred @ projection).to(table.weight.dtype))
         done.append(name)

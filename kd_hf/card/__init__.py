@@ -44,6 +44,7 @@ RECIPE_FIELDS = {
     "teacher_cache": "teacher outputs cached",
     "model_init": "student initialisation",
     "embedding_init": "student embeddings",
+    "prune_vocabulary": "student vocabulary pruned to the training texts' tokens",
     "peft_config": "trained through the adapter",
     "merge_adapter": "adapter merged into the weights",
     "teacher_layers": "teacher layers copied",
