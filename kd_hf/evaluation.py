@@ -164,6 +164,7 @@ def evaluate_student(
     student_processor=None,
     teacher_processor=None,
     student_name: str | None = None,
+    trained_method: str | None = None,
     **data_fields,
 ) -> dict:
     """Evaluate a student (and compare it with its teacher, if given) on a dataset's eval split; write the report.
@@ -180,6 +181,9 @@ def evaluate_student(
         latency_repeats (`int`): forward passes timed per batch size (the median is reported).
         global_examples (`int`): examples of the global report of `kd_hf.interpret` (importance, surrogate rules,
             representations, robustness; 0 skips it), stored as `results["global"]`, PNGs under `global/`.
+        trained_method (`str`, *optional*): the explanation method the student was trained to match (its
+            `attribution` loss); when it is not `explanation_method`, the same examples are also compared by it
+            (`results["explanations"]["trained_method"]`).
         data_fields: more recipe data fields when no `config` is given (`eval_split`, `text_columns`, ...).
 
     Returns:
@@ -280,6 +284,14 @@ def evaluate_student(
             )  # fmt: skip
             if comparison is not None:
                 results["explanations"] = _write_explanations(comparison, output_dir, shown, inputs)
+            if comparison is not None and trained_method not in (None, explanation_method):
+                trained, _, _ = explain_sample(
+                    config, evaluation, student, teacher, student_processor, teacher_processor,
+                    explanation_examples, trained_method, explanation_n_steps,
+                )  # fmt: skip
+                results["explanations"]["trained_method"] = {
+                    "method": trained_method, "agreement": trained["agreement"],
+                }  # fmt: skip
         if global_examples > 0:
             from .interpret.report import global_report_of_split
 

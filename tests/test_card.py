@@ -149,3 +149,35 @@ def test_report_and_card_use_the_held_out_test_split_when_there_is_one(tiny_text
         "split `validation` (16 examples; the split training evaluated on, so not held out)"
         in (tmp_path / "student" / "README.md").read_text()
     )
+
+
+@pytest.mark.slow
+def test_a_student_trained_on_another_attribution_is_also_judged_by_it(tiny_text_project, tmp_path):
+    from kd_hf.explain.compare import compare_explanations
+    from kd_hf.pairing import load_model, load_processor
+
+    fields = dict(loss_type=["soft_label", "attribution"], loss_weights=[1.0, 0.5], explanation_examples=4)
+    main(["distill", str(tiny_text_project(attribution_method="input_x_gradient", **fields))])
+    student = tmp_path / "student"
+    results = json.loads((student / "eval_results.json").read_text())
+    explanations = results["explanations"]
+    assert explanations["settings"]["method"] == "integrated_gradients"
+    assert explanations["trained_method"]["method"] == "input_x_gradient"
+    # The trained method's figure is that of the explainer, on the same examples.
+    texts = [example["text"] for example in explanations["examples"]]
+    again = compare_explanations(
+        load_model(str(tmp_path / "teacher"), False), load_model(str(student), False), texts,
+        load_processor(str(student), False), load_processor(str(tmp_path / "teacher"), False),
+        method="input_x_gradient", max_length=32,
+    )  # fmt: skip
+    rho = explanations["trained_method"]["agreement"]["spearman"]["mean"]
+    assert rho == pytest.approx(again["agreement"]["spearman"]["mean"], abs=1e-6)
+    assert (
+        f"trained to match the teacher's input x gradient attributions, by which the agreement is ρ = {rho:.2f}"
+        in ((student / "README.md").read_text())
+    )
+
+    # Trained on integrated gradients, the method the report judges by: nothing more to add.
+    main(["distill", str(tiny_text_project(attribution_method="integrated_gradients", attribution_n_steps=2,
+                                           overwrite_output_dir=True, **fields))])  # fmt: skip
+    assert "trained_method" not in json.loads((student / "eval_results.json").read_text())["explanations"]

@@ -208,6 +208,14 @@ def _summary(facts: dict) -> str:
                 f" Its explanations agree with the teacher's with Spearman ρ = {rho['mean']:.2f} (0 by chance); "
                 f"their top-20% features overlap {overlap['mean']:.2f} ({overlap['random']:.2f} by chance)."
             )
+            method = explanations["settings"]["method"].replace("_", " ")
+            trained = explanations.get("trained_method")
+            trained_rho = trained and trained["agreement"]["spearman"]["mean"]
+            if trained_rho is not None and trained_rho == trained_rho:
+                line += (
+                    f" It was trained to match the teacher's {trained['method'].replace('_', ' ')} attributions, by "
+                    f"which the agreement is ρ = {trained_rho:.2f}; the figures above judge it by {method}."
+                )
     return line
 
 
