@@ -153,11 +153,10 @@ class DistillationConfig(TrainingArguments):
     prune_vocabulary: bool = field(
         default=False,
         metadata={
-            "help": "With `model_init='config'` and the teacher's tokenizer: give the student a tokenizer and embedding "
-            "table with only the tokens its training texts use, the special tokens and every single character "
-            "(`kd_hf.vocabulary`); the texts tokenize as before, and most of a small student's parameters are its "
-            "embeddings. Saved with the student; the teacher keeps its tokenizer and attributions are matched word "
-            "by word."
+            "help": "Cut the student's tokenizer and embedding table to the tokens its training texts use, the special "
+            "tokens and every single character (`kd_hf.vocabulary`): the texts tokenize as before, and most of a "
+            "small student's parameters are its embeddings. A WordPiece (BERT-like) tokenizer; saved with the "
+            "student. With `embedding_init: teacher` the kept rows start from the teacher's."
         },
     )
     teacher_layers_stride: int = field(
@@ -528,14 +527,8 @@ class DistillationConfig(TrainingArguments):
                 "set `model_init: config` and a teacher, without `model_name_or_path` (the student reads the "
                 "teacher's tokenizer)."
             )
-        if self.prune_vocabulary and (
-            self.model_init != "config" or self.teacher_model_name_or_path is None or self.model_name_or_path
-            or self.is_image_task
-        ):  # fmt: skip
-            raise ValueError(
-                "`prune_vocabulary` cuts the teacher's tokenizer down for a text student built from its config: set "
-                "`model_init: config` and a teacher, without `model_name_or_path`; or set `prune_vocabulary: false`."
-            )
+        if self.prune_vocabulary and self.is_image_task:
+            raise ValueError("`prune_vocabulary` cuts a text vocabulary; leave it false for images.")
         if self.teacher_layers_stride < 1:
             raise ValueError(f"`teacher_layers_stride` must be >= 1, got {self.teacher_layers_stride}.")
         if self.teacher_layers is not None and (not self.teacher_layers or min(self.teacher_layers) < 0):

@@ -3,6 +3,7 @@
 import copy
 import logging
 
+import torch
 from transformers import PreTrainedModel, Trainer, default_data_collator, set_seed
 
 from .checkpoints import (
@@ -107,11 +108,13 @@ def train(args: DistillationConfig, callbacks: list | None = None) -> Trainer:
         )
     set_seed(args.seed)  # a model built from a config starts from the recipe's seed
     model = build_student(args, None, label_names(raw_datasets[0], args.label_column))
+    processor = _processor(args, model, args.model_name_or_path)
+    if args.prune_vocabulary:
+        processor, _ = _pruned_vocabulary(args, raw_datasets[0], processor, model)
     if not args.is_image_task:
         check_max_length(args.max_length, model=model)
     if args.peft_config:
         model = apply_peft(model, args.peft_config, args.is_image_task)
-    processor = _processor(args, model, args.model_name_or_path)
     train_dataset, eval_dataset = prepare_datasets(
         args, processor, num_channels=_num_channels(model), raw_datasets=raw_datasets
     )
@@ -140,19 +143,21 @@ def _augmented(args: DistillationConfig, train, teacher_tokenizer, teacher: PreT
     return augmented
 
 
-def _pruned_vocabulary(args: DistillationConfig, train, teacher_tokenizer, student: PreTrainedModel):
-    """The teacher's tokenizer cut to the tokens of the training texts, and the kept token ids; the student's
-    embedding table is cut to match (row i is token `kept[i]`)."""
+def _pruned_vocabulary(args: DistillationConfig, train, tokenizer, model: PreTrainedModel):
+    """The model's tokenizer cut to the tokens of the training texts, and the kept token ids; the model's embedding
+    table keeps the rows of those tokens (row i is token `kept[i]`)."""
     texts = [text for column in args.text_columns for text in train[column] if text]
-    tokenizer, kept = prune_tokenizer(teacher_tokenizer, texts)
-    before = student.num_parameters()
-    student.resize_token_embeddings(len(kept))
-    student.config.pad_token_id = tokenizer.pad_token_id
+    pruned, kept = prune_tokenizer(tokenizer, texts)
+    before, rows = model.num_parameters(), model.get_input_embeddings().weight.detach()[kept].clone()
+    model.resize_token_embeddings(len(kept))
+    with torch.no_grad():
+        model.get_input_embeddings().weight.copy_(rows)
+    model.config.pad_token_id = pruned.pad_token_id
     logger.info(
-        "Student vocabulary cut to the %d tokens of the training texts (of %d): %d parameters instead of %d.",
-        len(kept), len(teacher_tokenizer), student.num_parameters(), before,
+        "Vocabulary cut to the %d tokens of the training texts (of %d): %d parameters instead of %d.",
+        len(kept), len(tokenizer), model.num_parameters(), before,
     )  # fmt: skip
-    return tokenizer, kept
+    return pruned, kept
 
 
 def _report_config(args: DistillationConfig) -> DistillationConfig:
@@ -204,7 +209,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         raw_datasets = (_augmented(args, raw_datasets[0], teacher_processor, reference), raw_datasets[1])
     token_ids = None
     if args.prune_vocabulary:
-        processor, token_ids = _pruned_vocabulary(args, raw_datasets[0], teacher_processor, student)
+        processor, token_ids = _pruned_vocabulary(args, raw_datasets[0], processor, student)
     if args.embedding_init == "teacher":
         project_teacher_embeddings(reference, student, token_ids)
     if not image:

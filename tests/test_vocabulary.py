@@ -47,20 +47,31 @@ def test_a_tokenizer_that_is_not_wordpiece_is_refused(word_tokenizer):
         prune_tokenizer(word_tokenizer, TEXTS)
 
 
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"model_init": "teacher_layers"},
-        {"model_init": "config", "model_name_or_path": "prajjwal1/bert-tiny"},
-        {"model_init": "config", "teacher_model_name_or_path": None, "model_config": {"model_type": "bert"}},
-    ],
-)
-def test_the_recipe_field_needs_a_text_student_built_from_the_teachers_config(tmp_path, fields):
-    with pytest.raises(ValueError, match="`prune_vocabulary`.*model_init: config"):
+def test_the_recipe_field_is_for_text(tmp_path):
+    with pytest.raises(ValueError, match="`prune_vocabulary` cuts a text vocabulary"):
         DistillationConfig(
-            output_dir=str(tmp_path), report_to=[], prune_vocabulary=True,
-            **{"teacher_model_name_or_path": "teacher", **fields},
+            output_dir=str(tmp_path), report_to=[], prune_vocabulary=True, model_name_or_path="m",
+            image_column="image", text_columns=[],
         )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_pretrained_student_keeps_its_rows_of_the_kept_tokens(tiny_text_project, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kd_hf.cli import main
+
+    main(["distill", str(tiny_text_project(prune_vocabulary=True, learning_rate=1e-9, explanation_examples=0))])
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    teacher = AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher")
+    tokenizer, teacher_tokenizer = (AutoTokenizer.from_pretrained(tmp_path / name) for name in ("student", "teacher"))
+    text = "a superb and moving film, smart cast"
+    ids, teacher_ids = tokenizer(text)["input_ids"], teacher_tokenizer(text)["input_ids"]
+    assert len(tokenizer) < len(teacher_tokenizer) // 5
+    # `model_init: teacher_layers` copied the teacher's embeddings; the pruned table keeps their rows.
+    torch.testing.assert_close(
+        student.get_input_embeddings().weight[ids], teacher.get_input_embeddings().weight[teacher_ids]
+    )
 
 
 @pytest.mark.slow
@@ -101,3 +112,20 @@ def test_distill_with_a_pruned_vocabulary_saves_a_student_that_loads_and_reads_l
     expected = (teacher_words[teacher_tokenizer(text)["input_ids"]].double() - mean) @ projection
     torch.testing.assert_close(words[student_ids].double(), expected, atol=1e-4, rtol=1e-3)
     assert (student_dir / "eval_results.json").is_file() and "prune" in (student_dir / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_kd_hf_train_prunes_the_vocabulary_of_a_model_built_from_a_config(tiny_text_project, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kd_hf.cli import main
+
+    recipe = tiny_text_project(
+        teacher_model_name_or_path=None, model_name_or_path=str(tmp_path / "teacher"), model_init="config",
+        model_config={"num_hidden_layers": 1, "hidden_size": 16, "intermediate_size": 32}, prune_vocabulary=True,
+    )  # fmt: skip
+    main(["train", str(recipe)])
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "student")
+    assert model.config.vocab_size == len(tokenizer) < 30522 // 5
+    assert model(**tokenizer(["a superb film"], return_tensors="pt")).logits.shape == (1, 2)
