@@ -385,6 +385,18 @@ class DistillationConfig(TrainingArguments):
             "`eval_split_size` of the train split held out instead."
         },
     )
+    transfer_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A transfer set: unlabelled texts added to the training split, from which the student learns the "
+            "teacher's soft labels alone (a Hub id, a local builder with `transfer_data_files`, or "
+            "`offline:rotten_tomatoes_plots`). Read through `text_columns`; any label it has is dropped."
+        },
+    )
+    transfer_data_files: dict | str | None = field(
+        default=None, metadata={"help": "Local files of the transfer set, e.g. `unlabelled.csv` or `{train: a.txt}`."}
+    )
+    transfer_split: str = field(default="train", metadata={"help": "Split of the transfer set to add."})
     augment_copies: int = field(
         default=0,
         metadata={
@@ -497,6 +509,8 @@ class DistillationConfig(TrainingArguments):
                 "`augment_word_prob` and `augment_mask_prob` must be >= 0 with a sum <= 1, got "
                 f"{self.augment_word_prob} and {self.augment_mask_prob}."
             )
+        if (self.transfer_dataset_name or self.transfer_data_files) and self.is_image_task:
+            raise ValueError("A transfer set (`transfer_dataset_name`) adds texts; leave it out for images.")
         if self.augment_copies and self.is_image_task:
             raise ValueError("`augment_copies` augments texts; leave it at 0 for images.")
         if self.attribution_n_steps < 1:

@@ -17,6 +17,7 @@ from .config import DistillationConfig
 from .data import (
     TEACHER_PREFIX,
     DistillationDataCollator,
+    add_transfer_set,
     augment_texts,
     label_names,
     load_raw_datasets,
@@ -96,6 +97,11 @@ def train(args: DistillationConfig, callbacks: list | None = None) -> Trainer:
         raise ValueError(
             "`hub_space_id` publishes the demo of a distilled student beside its teacher; `kd-hf train` has no "
             "teacher. Leave it out here, and set it in the `kd-hf distill` recipe that uses this model."
+        )
+    if args.transfer_dataset_name or args.transfer_data_files or args.augment_copies:
+        raise ValueError(
+            "A transfer set (`transfer_dataset_name`, `augment_copies`) adds unlabelled texts, which learn from a "
+            "teacher's soft labels; `kd-hf train` has no teacher. Use `kd-hf distill`, or leave them out."
         )
     if args.should_save:
         check_output_dir(args.output_dir)
@@ -205,6 +211,8 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         processor = _processor(args, student, args.model_name_or_path)
     else:
         processor = teacher_processor
+    if args.transfer_dataset_name or args.transfer_data_files:
+        raw_datasets = (add_transfer_set(raw_datasets[0], args), raw_datasets[1])
     if args.augment_copies:
         raw_datasets = (_augmented(args, raw_datasets[0], teacher_processor, reference), raw_datasets[1])
     token_ids = None

@@ -45,6 +45,9 @@ RECIPE_FIELDS = {
     "model_init": "student initialisation",
     "embedding_init": "student embeddings",
     "prune_vocabulary": "student vocabulary pruned to the training texts' tokens",
+    "transfer_dataset_name": "transfer set (unlabelled texts, the teacher's soft labels)",
+    "transfer_data_files": "transfer set files",
+    "augment_copies": "augmented copies of each training text (unlabelled)",
     "peft_config": "trained through the adapter",
     "merge_adapter": "adapter merged into the weights",
     "teacher_layers": "teacher layers copied",
@@ -96,6 +99,8 @@ def card_facts(
         shown.add("teacher_layers")
     if args.embedding_init != "random":
         shown.add("embedding_init")
+    shown |= {name for name in ("prune_vocabulary", "augment_copies") if getattr(args, name)}
+    shown |= {name for name in ("transfer_dataset_name", "transfer_data_files") if getattr(args, name)}
     if args.teachers:
         shown |= {"teacher_weights", "teacher_combination"}
     if args.peft_config:

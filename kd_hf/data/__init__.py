@@ -5,7 +5,14 @@ The usual entry point is [`prepare_datasets`]; the pieces it chains are public f
 """
 
 from .augment import augment_texts
-from .loading import encode_labels, label_names, load_raw_datasets, prepare_datasets, split_names
+from .loading import (
+    add_transfer_set,
+    encode_labels,
+    label_names,
+    load_raw_datasets,
+    prepare_datasets,
+    split_names,
+)
 from .offline import OFFLINE_PREFIX, load_offline_dataset, offline_model_path
 from .text import (
     TEACHER_CACHE_COLUMNS,
@@ -25,6 +32,7 @@ __all__ = [
     "TEACHER_PREFIX",
     "WORD_INDEX_COLUMNS",
     "DistillationDataCollator",
+    "add_transfer_set",
     "augment_texts",
     "default_image_processor",
     "encode_labels",

@@ -7,6 +7,7 @@ typo in a recipe fails in seconds with the names that do exist.
 
 import os
 import re
+from types import SimpleNamespace
 from typing import Any
 
 import datasets
@@ -14,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from transformers.utils import logging
 
+from .augment import UNLABELLED
 from .offline import OFFLINE_PREFIX, load_offline_dataset
 from .text import tokenize_for_pair
 from .vision import preprocess_images
@@ -63,6 +65,40 @@ def _load_dict(args: Any) -> datasets.DatasetDict:
         "No data: set `dataset_name` (a Hub id, a builder such as `csv`, or `offline:rotten_tomatoes`) or "
         "`data_files` (e.g. `{train: train.csv, validation: dev.csv}`) in the recipe."
     )
+
+
+def add_transfer_set(train: datasets.Dataset, args: Any) -> datasets.Dataset:
+    """`train` followed by the recipe's transfer set: the `transfer_split` of `transfer_dataset_name` (or
+    `transfer_data_files`), its `text_columns` alone, rows with an empty text dropped, labelled -100 (no label: the
+    student learns the teacher's soft labels on them). Other columns of `train` are dropped."""
+    source = SimpleNamespace(
+        dataset_name=args.transfer_dataset_name, dataset_config_name=None, data_files=args.transfer_data_files
+    )
+    splits = _load_dict(source)
+    name = args.transfer_dataset_name or _first_file(args.transfer_data_files)
+    if args.transfer_split not in splits:
+        raise ValueError(
+            f"split {args.transfer_split!r} not in the transfer set {name!r} (splits: {', '.join(splits)}); set "
+            "`transfer_split`."
+        )
+    transfer = splits[args.transfer_split]
+    missing = [column for column in args.text_columns if column not in transfer.column_names]
+    if missing:
+        raise ValueError(
+            f"The transfer set {name!r} has no column {missing} (columns: {', '.join(transfer.column_names)}); it is "
+            "read through the recipe's `text_columns`: rename its text column to match."
+        )
+    columns = list(args.text_columns)
+    transfer = transfer.select_columns(columns).filter(
+        lambda row: all(row[column] for column in columns), desc="Dropping empty transfer texts"
+    )
+    if args.label_column in train.column_names:
+        columns.append(args.label_column)
+        train = train.cast_column(args.label_column, datasets.Value("int64"))
+        transfer = transfer.add_column(args.label_column, [UNLABELLED] * transfer.num_rows)
+    train = train.select_columns(columns)
+    logger.info(f"Training on {train.num_rows} examples and {transfer.num_rows} unlabelled ones of {name!r}.")
+    return datasets.concatenate_datasets([train, transfer.cast(train.features)])
 
 
 def split_names(args: Any) -> list[str]:

