@@ -57,7 +57,7 @@ def run_variant(cli, variant: str, fields: list[str], seed: int) -> dict:
     common += ["--global_examples", "0", "--teacher_model_name_or_path", cli.teacher, *cli.overrides]
     timer, start = StepTimer(), time.perf_counter()
     args = parse_recipe([*common, *fields])
-    if variant == "plain":
+    if variant.startswith("plain"):
         # The same student fine-tuned alone (the teacher's config made smaller, as the recipe builds it), then
         # reported against the teacher as `kd-hf distill` reports its students.
         plain = copy.copy(args)
@@ -111,13 +111,13 @@ def _spread(values: list[float], digits: int = 3) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    plain = [row["seconds_per_step"] for row in rows if row["variant"] == "plain"]
     header = ["variant", "test acc", "teacher", "student/teacher", "agreement", "params (teacher/student)"]
     header += ["latency b=32 ms (speed-up)", "s/step (× plain)", "run min", "IG ρ [95% CI] (chance)", "validation acc"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant in dict.fromkeys(row["variant"] for row in rows):
         runs = [row for row in rows if row["variant"] == variant]
         step = statistics.median(row["seconds_per_step"] for row in runs)
+        plain = [row["seconds_per_step"] for row in rows if row["variant"] == PEERS.get(variant, "plain")]
         ratio = f" ({step / statistics.median(plain):.2f}×)" if plain else ""
         low = statistics.mean(row["ig_spearman_ci"][0] for row in runs) if runs[0]["ig_spearman"] is not None else None
         high = statistics.mean(row["ig_spearman_ci"][1] for row in runs) if low is not None else None

@@ -281,3 +281,46 @@ def test_comparing_no_examples_is_refused(make_bert, minilm_tokenizer):
 
     with pytest.raises(ValueError, match="No examples to explain"):
         compare_explanations(make_bert(seed=1), make_bert(seed=2), [], minilm_tokenizer)
+
+
+@pytest.mark.parametrize("modality", ["text", "image"])
+def test_the_teachers_explanations_come_back_from_the_disk_cache_equal(
+    make_bert, make_vit, minilm_tokenizer, monkeypatch, modality
+):
+    from kd_hf.explain import compare
+
+    if modality == "text":
+        teacher, student = make_bert(seed=11), make_bert(seed=12)
+        examples, tokenizer = ["a warm and wise film", "flat, tired cast"], minilm_tokenizer
+    else:
+        teacher, student = make_vit(seed=11), make_vit(seed=12)
+        examples, tokenizer = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)), None
+    explained = []
+    original = compare.explain_model
+    monkeypatch.setattr(
+        compare, "explain_model", lambda model, *a, **k: explained.append(model) or original(model, *a, **k)
+    )
+    options = dict(method="integrated_gradients", n_steps=4)
+
+    first = compare.compare_explanations(teacher, student, examples, tokenizer, **options)
+    second = compare.compare_explanations(teacher, student, examples, tokenizer, **options)
+    assert [model is teacher for model in explained] == [True, False, False]  # the teacher explained once
+    for old, new in zip(first["explanations"]["teacher"], second["explanations"]["teacher"]):
+        assert new.scores.dtype == old.scores.dtype and np.array_equal(new.scores, old.scores)
+        assert (new.words, new.target, new.probability, new.delta) == (
+            old.words,
+            old.target,
+            old.probability,
+            old.delta,
+        )
+        assert (new.grid is None and old.grid is None) or np.array_equal(new.grid, old.grid)
+    assert second["faithfulness"]["teacher"] == first["faithfulness"]["teacher"]
+    assert second["agreement"] == first["agreement"]
+
+    # Other settings, other weights, or no cache: explained again.
+    compare.compare_explanations(teacher, student, examples, tokenizer, method="integrated_gradients", n_steps=2)
+    with torch.no_grad():
+        next(teacher.parameters()).add_(0.01)
+    compare.compare_explanations(teacher, student, examples, tokenizer, **options)
+    compare.compare_explanations(teacher, student, examples, tokenizer, cache_teacher=False, **options)
+    assert sum(model is teacher for model in explained) == 4

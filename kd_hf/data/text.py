@@ -36,7 +36,7 @@ def model_inputs(batch: dict, teacher: bool = False) -> dict:
     return {k: v for k, v in batch.items() if k not in skip and not k.startswith(TEACHER_PREFIX)}
 
 
-def _backend_spec(tokenizer: PreTrainedTokenizerBase) -> dict | None:
+def backend_spec(tokenizer: PreTrainedTokenizerBase) -> dict | None:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return None
@@ -65,7 +65,7 @@ def tokenizers_match(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> 
         return True
     if a.padding_side != b.padding_side or a.special_tokens_map != b.special_tokens_map:
         return False
-    spec_a, spec_b = _backend_spec(a), _backend_spec(b)
+    spec_a, spec_b = backend_spec(a), backend_spec(b)
     if spec_a is not None and spec_b is not None:
         return spec_a == spec_b
     # A slow tokenizer's lower-casing or splitting is not inspectable; the class name stands in for it.

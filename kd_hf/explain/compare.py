@@ -5,6 +5,7 @@ import torch
 
 from ..metrics.explanation import bootstrap_interval, explanation_agreement
 from ..metrics.faithfulness import faithfulness
+from .cache import cached_explanations
 from .text import explain_text
 from .vision import explain_images, patch_grid_size
 
@@ -85,6 +86,7 @@ def compare_explanations(
     seed: int = 0,
     teacher_explained: dict | None = None,
     max_length: int = 128,
+    cache_teacher: bool = True,
 ) -> dict:
     """Explain `examples` (texts, or a `[n, channels, h, w]` pixel tensor) with both models and compare.
 
@@ -92,8 +94,9 @@ def compare_explanations(
     two tokenizers split words differently are skipped and counted); image explanations cell by cell on the student's
     patch grid. Faithfulness is measured for each model on its own explanation. Pass `teacher_explained` (what
     `explain_model` returned for the teacher, or `result["teacher"]` of an earlier call) to compare several students
-    with one teacher without explaining it again. Texts are truncated to `max_length` tokens, for the explanations
-    and for the faithfulness figures alike.
+    with one teacher without explaining it again. With `cache_teacher`, the teacher's side is also kept on disk for
+    later calls with the same teacher, examples and settings (`kd_hf.explain.cache`). Texts are truncated to
+    `max_length` tokens, for the explanations and for the faithfulness figures alike.
 
     Returns:
         `dict` with `agreement` (see `kd_hf.metrics.explanation.explanation_agreement`), `faithfulness` per model
@@ -107,8 +110,15 @@ def compare_explanations(
     options = dict(method=method, n_steps=n_steps, grid_size=grid_size, faithfulness_steps=faithfulness_steps)
     options["max_length"] = max_length
     if teacher_explained is None:
-        teacher_explained = explain_model(
-            teacher, examples, teacher_tokenizer or tokenizer if text else None, **options
+        teacher_tokenizer = teacher_tokenizer or tokenizer if text else None
+
+        def explain_teacher():
+            return explain_model(teacher, examples, teacher_tokenizer, **options)
+
+        teacher_explained = (
+            cached_explanations(teacher, examples, teacher_tokenizer, options, explain_teacher)
+            if cache_teacher
+            else explain_teacher()
         )
     targets = [e.target for e in teacher_explained["explanations"]]
     student_explained = explain_model(student, examples, tokenizer, targets, **options)
