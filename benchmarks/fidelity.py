@@ -17,6 +17,7 @@ accuracy) and prints the table (mean ± std over seeds; times as medians over se
 
 import argparse
 import copy
+import fcntl
 import json
 import os
 import statistics
@@ -143,6 +144,27 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def record(path: str, row: dict, cli) -> list[dict]:
+    """Add a run to the results file, replacing an earlier run of the same variant and seed and keeping the others
+    (also those that another process running beside this one wrote since); returns every run."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        rows = []
+        if os.path.isfile(path):
+            with open(path) as file:
+                rows = [
+                    old
+                    for old in json.load(file)["runs"]
+                    if (old["variant"], old["seed"]) != (row["variant"], row["seed"])
+                ]
+        rows.append(row)
+        with open(path + ".tmp", "w") as file:
+            json.dump({"recipe": RECIPES[cli.modality], "teacher": cli.teacher, "runs": rows}, file, indent=2)
+        os.replace(path + ".tmp", path)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modality", choices=list(RECIPES), default="text")
@@ -160,20 +182,11 @@ def main():
     variants = VARIANTS if cli.modality == "text" else VISION_VARIANTS
     names = cli.variants or list(variants)
     path = os.path.join(cli.results, f"fidelity_{cli.modality}.json")
-    rows = []
-    if os.path.isfile(path):  # runs of other variants or seeds are kept; a rerun replaces its own
-        with open(path) as file:
-            rows = [row for row in json.load(file)["runs"] if (row["variant"], row["seed"]) not in
-                    {(name, seed) for name in names for seed in cli.seeds}]  # fmt: skip
     for name in names:
         for seed in cli.seeds:
             row = run_variant(cli, name, variants[name], seed)
-            rows.append(row)
             print(json.dumps(row), flush=True)
-            os.makedirs(cli.results, exist_ok=True)
-            with open(path + ".tmp", "w") as file:
-                json.dump({"recipe": RECIPES[cli.modality], "teacher": cli.teacher, "runs": rows}, file, indent=2)
-            os.replace(path + ".tmp", path)
+            rows = record(path, row, cli)
     print(table(rows))
 
 
