@@ -26,6 +26,7 @@ from .data import (
 )
 from .ensemble import EnsembleTeacher, load_teacher
 from .evaluation import evaluate_student, explain_sample
+from .explain.gradients import EXPLAINED_AS
 from .hub import PublishingTrainer
 from .metrics import classification_metrics
 from .pairing import apply_peft, build_student, check_max_length, class_names, load_model, load_processor
@@ -183,12 +184,6 @@ def _report_config(args: DistillationConfig) -> DistillationConfig:
     return report
 
 
-# The explanation method (`kd_hf.explain`) that each `attribution_method` of the attribution loss computes.
-TRAINED_EXPLANATION = {
-    "integrated_gradients": "integrated_gradients", "input_x_gradient": "input_x_gradient", "gradient": "saliency",
-}  # fmt: skip
-
-
 def distill(args: DistillationConfig, callbacks: list | None = None) -> DistillationTrainer:
     """Distil `teacher_model_name_or_path` (or `teachers`) into the recipe's student; `callbacks` go to the trainer."""
     if args.teacher_model_name_or_path is None:
@@ -258,9 +253,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
             student_processor=processor,
             teacher_processor=teacher_processor,
             student_name=args.hub_model_id or args.output_dir,
-            trained_method=TRAINED_EXPLANATION.get(args.attribution_method)
-            if "attribution" in args.loss_type
-            else None,
+            trained_method=EXPLAINED_AS[args.attribution_method] if "attribution" in args.loss_type else None,
         )
         trainer.write_card(results=results)
         logger.info("Wrote the evaluation report and the explanation card to %s", args.output_dir)

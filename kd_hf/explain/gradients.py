@@ -19,6 +19,12 @@ from transformers.utils import ModelOutput
 
 
 ATTRIBUTION_METHODS = ("input_x_gradient", "gradient", "integrated_gradients")
+# The explanation method of `kd_hf.explain` that computes the same attribution, to judge a student by what it learnt.
+EXPLAINED_AS = {
+    "input_x_gradient": "input_x_gradient",
+    "gradient": "saliency",
+    "integrated_gradients": "integrated_gradients",
+}
 
 
 def _reduce(gradient: torch.Tensor, inputs: torch.Tensor, method: str, image: bool) -> torch.Tensor:
