@@ -137,7 +137,8 @@ def table(rows: list[dict]) -> str:
     header = ["variant", "test acc", "teacher", "student/teacher", "agreement", "params (teacher/student)"]
     header += ["latency b=32 ms (speed-up)", "s/step (× plain)", "run min", "IG ρ [95% CI] (chance)", "validation acc"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for variant in dict.fromkeys(row["variant"] for row in rows):
+    order = [*VARIANTS, *VISION_VARIANTS]  # the levers' order, whatever order the runs came in
+    for variant in sorted(dict.fromkeys(row["variant"] for row in rows), key=order.index):
         runs = [row for row in rows if row["variant"] == variant]
         step = statistics.median(row["seconds_per_step"] for row in runs)
         ratio = f" ({step / statistics.median(plain):.2f}×)" if plain else ""
