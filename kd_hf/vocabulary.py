@@ -65,7 +65,7 @@ def prune_tokenizer(
     if spec.get("model", {}).get("type") != "WordPiece":
         kind = spec.get("model", {}).get("type", f"slow {type(tokenizer).__name__}")
         raise ValueError(
-            f"`prune_vocabulary` cuts WordPiece vocabularies (BERT-like teachers); this teacher's tokenizer is {kind}. "
+            f"`prune_vocabulary` cuts WordPiece vocabularies (BERT-like models); this model's tokenizer is {kind}. "
             "Set `prune_vocabulary: false`."
         )
     vocab = spec["model"]["vocab"]
