@@ -509,7 +509,7 @@ class DistillationConfig(TrainingArguments):
                 "`augment_word_prob` and `augment_mask_prob` must be >= 0 with a sum <= 1, got "
                 f"{self.augment_word_prob} and {self.augment_mask_prob}."
             )
-        if (self.transfer_dataset_name or self.transfer_data_files) and self.is_image_task:
+        if self.has_transfer_set and self.is_image_task:
             raise ValueError("A transfer set (`transfer_dataset_name`) adds texts; leave it out for images.")
         if self.augment_copies and self.is_image_task:
             raise ValueError("`augment_copies` augments texts; leave it at 0 for images.")
@@ -590,6 +590,10 @@ class DistillationConfig(TrainingArguments):
     @property
     def is_image_task(self) -> bool:
         return self.image_column is not None
+
+    @property
+    def has_transfer_set(self) -> bool:
+        return bool(self.transfer_dataset_name or self.transfer_data_files)
 
 
 # What kd_hf adds to `TrainingArguments`.

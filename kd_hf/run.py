@@ -99,7 +99,7 @@ def train(args: DistillationConfig, callbacks: list | None = None) -> Trainer:
             "`hub_space_id` publishes the demo of a distilled student beside its teacher; `kd-hf train` has no "
             "teacher. Leave it out here, and set it in the `kd-hf distill` recipe that uses this model."
         )
-    if args.transfer_dataset_name or args.transfer_data_files or args.augment_copies:
+    if args.has_transfer_set or args.augment_copies:
         raise ValueError(
             "A transfer set (`transfer_dataset_name`, `augment_copies`) adds unlabelled texts, which learn from a "
             "teacher's soft labels; `kd-hf train` has no teacher. Use `kd-hf distill`, or leave them out."
@@ -206,7 +206,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         processor = _processor(args, student, args.model_name_or_path)
     else:
         processor = teacher_processor
-    if args.transfer_dataset_name or args.transfer_data_files:
+    if args.has_transfer_set:
         raw_datasets = (add_transfer_set(raw_datasets[0], args), raw_datasets[1])
     if args.augment_copies:
         raw_datasets = (_augmented(args, raw_datasets[0], teacher_processor, reference), raw_datasets[1])
