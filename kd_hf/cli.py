@@ -212,6 +212,15 @@ def push_parser() -> argparse.ArgumentParser:
     parser.add_argument("folder", help="the output folder of `kd-hf distill`")
     parser.add_argument("--repo-id", "--repo_id", dest="repo_id", required=True, help="e.g. me/minilm-student")
     parser.add_argument("--space-id", "--space_id", dest="space_id", default=None, help="e.g. me/minilm-student-demo")
+    parser.add_argument(
+        "--teacher-repo-id", "--teacher_repo_id", dest="teacher_repo_id", default=None,
+        help="where a teacher that was a local folder is published (default: <repo-id>-teacher); if its folder is "
+        "gone, the repo it was already published to",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-teacher", dest="push_teacher", action="store_false",
+        help="keep a local teacher local: the model alone is published (no --space-id), its card names no base model",
+    )  # fmt: skip
     parser.add_argument("--private", action="store_true", help="create private repositories")
     parser.add_argument(
         "--timeout", type=float, default=60, help="seconds to wait for the Hub to answer before giving up (default 60)"
@@ -281,7 +290,7 @@ def _eval(argv: list[str]) -> None:
 
 
 def _push(argv: list[str]) -> None:
-    from .hub import HubIdError, check_repo_id, push_student
+    from .hub import check_repo_id, push_student
 
     options = push_parser().parse_args(argv)
     try:
@@ -290,9 +299,10 @@ def _push(argv: list[str]) -> None:
         if options.space_id is not None:
             check_repo_id(options.space_id, "--space-id")
         urls = push_student(
-            options.folder, options.repo_id, options.space_id, options.private, timeout=options.timeout
-        )
-    except (ConnectionError, FileNotFoundError, HubIdError) as error:
+            options.folder, options.repo_id, options.space_id, options.private, timeout=options.timeout,
+            teacher_repo_id=options.teacher_repo_id, push_teacher=options.push_teacher,
+        )  # fmt: skip
+    except (ConnectionError, FileNotFoundError, ValueError) as error:  # HubIdError is a ValueError
         raise SystemExit(str(error)) from None
     for kind, url in urls.items():
         print(f"{kind}: {url}")

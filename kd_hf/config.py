@@ -346,13 +346,31 @@ class DistillationConfig(TrainingArguments):
         },
     )
     card_license: str | None = field(
-        default=None, metadata={"help": "License of the student in its card (e.g. `apache-2.0`, the teacher's)."}
+        default=None,
+        metadata={
+            "help": "License of the student in its card (e.g. `apache-2.0`); defaults to the one in a local teacher's "
+            "card, else `unknown`."
+        },
     )
     hub_space_id: str | None = field(
         default=None,
         metadata={
             "help": "With `push_to_hub`, also create or update this Gradio Space (`user/name-demo`) showing the "
             "student's and the teacher's explanations."
+        },
+    )
+    hub_teacher_id: str | None = field(
+        default=None,
+        metadata={
+            "help": "With `push_to_hub` and a teacher that is a local folder: the repo it is published to, so that "
+            "the card and the Space can link it (default `<hub_model_id>-teacher`)."
+        },
+    )
+    hub_push_teacher: bool = field(
+        default=True,
+        metadata={
+            "help": "With `push_to_hub`: publish a local teacher beside the student; false keeps it local (the card "
+            "then names no base model, and `hub_space_id` is refused: the Space could not show the teacher)."
         },
     )
 

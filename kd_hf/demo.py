@@ -11,10 +11,15 @@ teacher's predicted class (the student's own without a teacher). Text is compare
 two tokenizers line up), images cell by cell on the student's patch grid. The app reads only the models it was
 launched with and the example files their card names: users give text, or images as uploads, never paths.
 
-API (e.g. `gradio_client.Client(url).predict(text, "input_x_gradient", 16, api_name="/explain_text")`):
+The default method is integrated gradients, the one the card judges students by. Heatmaps and word highlights use
+the card's diverging scale (`kd_hf.explain.explanation.DIVERGING_CMAP`). Visitors see models by their Hub id, or a
+local folder by its name alone: never a path on the server, nor an exception (those go to the server's log).
+
+API (e.g. `gradio_client.Client(url).predict(text, "integrated_gradients", 16, api_name="/explain_text")`):
 `/explain_text (text, method, steps)` and `/explain_image (image, method, steps)` return
-`(message, teacher label, student label, teacher attribution, student attribution, agreement, deletion curves)`;
-`/status` returns what was loaded (or why nothing could be).
+`(message, teacher label, student label, teacher attribution, student attribution, figures, deletion curves)`, the
+figures a table (`{"headers": ["metric", "teacher", "student"], "data": [...]}`, no teacher column without a
+teacher); `/status` returns what was loaded (or why nothing could be).
 """
 
 import bisect
@@ -40,21 +45,29 @@ MAX_QUEUE = 16  # waiting requests; more are turned away with gradio's "queue fu
 MAX_EXAMPLES = 8
 DISPLAY_SIDE = 320  # heatmap overlays are drawn at this size (tiny inputs are scaled up to be visible)
 METHODS = {
+    "integrated gradients": "integrated_gradients",
     "input × gradient": "input_x_gradient",
     "saliency": "saliency",
-    "integrated gradients": "integrated_gradients",
 }
+DEFAULT_METHOD = "integrated_gradients"  # the card's: input × gradient disagreed wildly with it on short sentences
 TOP_K = 0.2  # top-k overlap of the top 20% of words or cells
 DELETION_STEPS = 10
-# gradio's colours for scores: red pushes towards the explained class, purple away from it (as in HighlightedText).
-POSITIVE, NEGATIVE = np.array([239, 68, 60]), np.array([128, 90, 213])
-LEGEND = (
-    "Both models explain the **teacher's predicted class** (the student's own without a teacher). Scores are scaled "
-    "to [−1, 1] per model: <span style='color:rgb(239,68,60)'>■ red</span> pushes towards that class, "
-    "<span style='color:rgb(128,90,213)'>■ purple</span> away from it. Agreement: Spearman ρ of the two score "
-    f"vectors and the overlap of their top {TOP_K:.0%}. Deletion: the class probability as the highest-scored "
-    "words or cells are removed first (a faithful explanation falls fast)."
-)
+OVERLAY_OPACITY = 0.75  # of a ±1 score over an image: what the model saw stays visible under the strongest cells
+
+
+def _legend() -> str:
+    from .explain.explanation import NEGATIVE_RGB, POSITIVE_RGB
+
+    negative, positive = (f"rgb{tuple(rgb)}".replace(" ", "") for rgb in (NEGATIVE_RGB, POSITIVE_RGB))
+    scale = f"background:linear-gradient(to right,{negative},white,{positive});padding:0 3em"
+    return (
+        "Both models explain the **teacher's predicted class** (the student's own without a teacher). Scores are "
+        f"scaled to [−1, 1] per model, on the card's colour scale: <span style='color:{positive}'>■ red</span> pushes "
+        f"towards that class, <span style='color:{negative}'>■ purple</span> away from it "
+        f"(−1 <span style='{scale}'></span> +1). Agreement: Spearman ρ of the two score vectors and the overlap of "
+        f"their top {TOP_K:.0%}. Deletion: the class probability as the highest-scored words or cells are removed "
+        "first (a faithful explanation falls fast)."
+    )
 
 
 @dataclass
@@ -129,6 +142,35 @@ def _open_image(payload: dict | None):
             raise _BadInput(f"The upload could not be read as an image ({error.__class__.__name__}).") from error
 
 
+def _shown_name(name: str) -> str:
+    """How a model is named to visitors: a Hub id as it is, a local folder by its own name (never a server path)."""
+    name = str(name)
+    local = os.path.isabs(name) or name.startswith(("~", ".")) or "\\" in name or name.count("/") > 1
+    if local or os.path.exists(name):  # a Hub id is `name` or `owner/name`
+        return os.path.basename(os.path.normpath(name.replace("\\", "/"))) or name
+    return name
+
+
+def _why_unavailable(error: BaseException) -> str:
+    """A plain reason for a model that did not load, for visitors: no trace, no path, no token advice (the full error
+    goes to the server's log)."""
+    import httpx
+    from huggingface_hub import errors
+
+    causes = []
+    while error is not None and error not in causes:
+        causes.append(error)
+        error = error.__cause__ or error.__context__
+    if any(isinstance(cause, (errors.GatedRepoError, errors.RepositoryNotFoundError)) for cause in causes):
+        return "the Hub has no public model of that name"
+    unreachable = (errors.LocalEntryNotFoundError, httpx.TransportError, ConnectionError, TimeoutError)
+    if any(isinstance(cause, unreachable) or "couldn't connect" in str(cause) for cause in causes):
+        return "the Hub cannot be reached from here"
+    if isinstance(causes[0], FileNotFoundError):  # kd_hf's own check of a local folder
+        return "no model folder of that name is on this machine"
+    return f"it could not be read ({causes[0].__class__.__name__})"
+
+
 def _load(student: str, teacher: str | None) -> tuple[_Model, _Model | None, dict, list[str]]:
     from .hub import load_student
     from .pairing import load_model, load_processor
@@ -139,14 +181,19 @@ def _load(student: str, teacher: str | None) -> tuple[_Model, _Model | None, dic
     teacher = teacher or loaded.card.get("teacher")
     teacher_model = None
     if teacher is None:
-        notes.append("No teacher given and none named in the student's card: showing the student alone.")
+        notes.append("No teacher is named in the student's card, so only the student is shown.")
     else:
         try:
-            teacher_model = _Model(teacher, load_model(teacher, image).eval(), load_processor(teacher, image), image)
-        except Exception as error:  # a Space must keep running on the student alone, and say why
+            teacher_model = _Model(
+                _shown_name(teacher), load_model(teacher, image).eval(), load_processor(teacher, image), image
+            )
+        except Exception as error:  # a Space must keep running on the student alone, and say why in one line
             logger.warning("Teacher %r could not be loaded", teacher, exc_info=True)
-            notes.append(f"Teacher `{teacher}` could not be loaded ({error}); showing the student alone.")
-    return _Model(student, loaded.model, loaded.processor, image), teacher_model, loaded.card, notes
+            notes.append(
+                f"Teacher `{_shown_name(teacher)}` is not available here ({_why_unavailable(error)}), so only the "
+                "student is shown."
+            )
+    return _Model(_shown_name(student), loaded.model, loaded.processor, image), teacher_model, loaded.card, notes
 
 
 def _examples(student: str, card: dict, image: bool) -> list:
@@ -202,6 +249,27 @@ def _label(model, probabilities: np.ndarray) -> dict[str, float]:
 
 def _json_number(value: float) -> float | None:
     return None if value is None or np.isnan(value) else round(float(value), 4)
+
+
+def _table(report: dict, pair: bool, unit: str):
+    """The figures of one explanation as a table a visitor can read: a row per metric, a column per model (no teacher
+    column without a teacher); agreement is the student's with the teacher."""
+    import pandas as pd
+
+    roles = ["teacher", "student"] if pair else ["student"]
+    per_model = [
+        ("latency, ms (one forward pass)", "latency_ms"),
+        ("explanation time, ms", "explain_ms"),
+        ("deletion AUC (lower: more faithful)", "deletion_auc"),
+    ]
+    rows = [[name, *(report[key][role] for role in roles)] for name, key in per_model]
+    if pair:
+        top = f"top-{report['top_k']} of {report['features']} {unit}"
+        rows += [
+            ["Spearman ρ with the teacher", None, report["spearman"]],
+            [f"{top}: overlap with the teacher", None, report["top_k_overlap"]],
+        ]
+    return pd.DataFrame(rows, columns=["metric", *roles], dtype=object)  # object: a missing value stays None
 
 
 # ---- text -------------------------------------------------------------------------------------------------------
@@ -270,6 +338,8 @@ def _overlay(pixels: torch.Tensor, scores: np.ndarray) -> np.ndarray:
     """What the model saw (its own pixels, min-max scaled) with its scores in [-1, 1] painted over it."""
     import PIL.Image
 
+    from .explain.explanation import score_rgba
+
     view = pixels.mean(0, keepdim=True) if pixels.shape[0] != 3 else pixels
     view = (view - view.min()) / (view.max() - view.min()).clamp_min(1e-8)
     view = (view.expand(3, -1, -1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
@@ -279,9 +349,9 @@ def _overlay(pixels: torch.Tensor, scores: np.ndarray) -> np.ndarray:
     resample = PIL.Image.NEAREST if scale >= 1 else PIL.Image.BILINEAR
     base = np.asarray(PIL.Image.fromarray(view).resize(size, resample), dtype=float)
     heat = np.asarray(PIL.Image.fromarray(scores.astype(np.float32)).resize(size, resample))
-    colour = np.where(heat[..., None] >= 0, POSITIVE, NEGATIVE)
-    alpha = 0.75 * np.clip(np.abs(heat), 0, 1)[..., None]
-    return (base * (1 - alpha) + colour * alpha).astype(np.uint8)
+    paint = score_rgba(heat, OVERLAY_OPACITY)  # the card's scale, as its PNGs paint it
+    alpha = paint[..., 3:]
+    return (base * (1 - alpha) + 255 * paint[..., :3] * alpha).round().astype(np.uint8)
 
 
 def _explain_image(entry: _Model, image, grid: int, method: str, steps: int, teacher_label):
@@ -314,8 +384,8 @@ class _Explainer:
     def __init__(self, student: _Model, teacher: _Model | None):
         self.student, self.teacher = student, teacher
 
-    def _report(self, method: str, steps: int, runs: dict, features: int, notes: list[str]):
-        """What text and images share: the message, the agreement figures and the deletion curves."""
+    def _report(self, method: str, runs: dict, features: int, unit: str, notes: list[str]):
+        """What text and images share: the message, the figures table and the deletion curves."""
         import pandas as pd
 
         from .metrics.explanation import agreement
@@ -323,8 +393,6 @@ class _Explainer:
         pair = runs.get("teacher") is not None
         figures = agreement(runs["teacher"]["scores"], runs["student"]["scores"], TOP_K) if pair else {}
         report = {
-            "method": method,
-            "steps": steps if method == "integrated_gradients" else None,
             "explained_class": (runs["teacher"] or runs["student"])["label"],
             "features": features,
             "top_k": max(1, int(round(TOP_K * features))),
@@ -356,14 +424,15 @@ class _Explainer:
             summary += f" Latency: teacher {teacher_ms:.1f} ms, student {student_ms:.1f} ms ({speed:.1f}× {faster})."
         else:
             summary += f" Latency: student {report['latency_ms']['student']:.1f} ms."
-        return " ".join([*notes, summary]), report, curves
+        return " ".join([*notes, summary]), _table(report, pair, unit), curves
 
     @staticmethod
     def _failure(message: str) -> tuple:
+        """The answer to a bad input: the message, and every other output cleared."""
         import gradio as gr
 
         gr.Warning(message)
-        return f"⚠️ {message}", None, None, None, None, {"error": message}, None
+        return f"⚠️ {message}", None, None, None, None, None, None
 
     def explain_text(self, text: str, method: str, steps: int):
         """Explain `text` with both models: `(message, labels, word attributions, agreement, deletion curves)`."""
@@ -400,10 +469,10 @@ class _Explainer:
                 "scores": explanation.scores, "normalized": explanation.normalized(), "latency": latency,
                 "explain": explain, "deletion": deletion,
             }  # fmt: skip
-        message, report, curves = self._report(method, steps, runs, len(words), [])
+        message, table, curves = self._report(method, runs, len(words), "words", [])
         labels = [run and run["prediction"] for run in runs.values()]
         highlights = [run and _highlights(words, run["normalized"]) for run in runs.values()]
-        return message, *labels, *highlights, report, curves
+        return message, *labels, *highlights, table, curves
 
     def explain_image(self, upload: dict | None, method: str, steps: int):
         """Explain an uploaded image with both models: `(message, labels, heatmap overlays, agreement, deletion)`."""
@@ -434,13 +503,16 @@ class _Explainer:
                 "prediction": _label(entry.model, probabilities), "label": explanation.label,
                 "scores": explanation.grid, "latency": latency, "explain": explain, "deletion": deletion,
             }  # fmt: skip
-        message, report, curves = self._report(method, steps, runs, grid * grid, notes)
+        message, table, curves = self._report(method, runs, grid * grid, f"cells ({grid}×{grid})", notes)
         labels = [run and run["prediction"] for run in runs.values()]
-        report["grid"] = {
-            role: run and (run["scores"] / max(np.abs(run["scores"]).max(), 1e-12)).round(4).tolist()
-            for role, run in runs.items()
-        }
-        return message, *labels, overlays["teacher"], overlays["student"], report, curves
+        return message, *labels, overlays["teacher"], overlays["student"], table, curves
+
+
+def show_steps(method: str):
+    """The steps slider, shown only for integrated gradients (the other methods take no steps)."""
+    import gradio as gr
+
+    return gr.Slider(visible=method == "integrated_gradients")
 
 
 def _header(student: _Model, teacher: _Model | None, notes: list[str]) -> str:
@@ -451,7 +523,7 @@ def _header(student: _Model, teacher: _Model | None, notes: list[str]) -> str:
     lines = ["# Teacher vs student explanations", f"**Student:** `{student.name}` ({size(student)})"]
     if teacher is not None:
         lines[-1] += f" · **Teacher:** `{teacher.name}` ({size(teacher)})"
-    return "\n\n".join([*lines, *notes, LEGEND])
+    return "\n\n".join([*lines, *notes, _legend()])
 
 
 def build_demo(student: str, teacher: str | None = None):
@@ -469,7 +541,10 @@ def build_demo(student: str, teacher: str | None = None):
         student_model, teacher_model, card, notes = _load(student, teacher)
     except Exception as error:  # the page says why instead of a Space that crashes with a traceback
         logger.error("Student %r could not be loaded", student, exc_info=True)
-        message = f"⚠️ The student `{student}` could not be loaded: {error}"
+        message = (
+            f"⚠️ The student `{_shown_name(student)}` is not available here ({_why_unavailable(error)}); the "
+            "server's log has the details."
+        )
 
         def why() -> str:
             return message
@@ -497,8 +572,11 @@ def build_demo(student: str, teacher: str | None = None):
                     value=examples[0] if examples else "",
                 )  # fmt: skip
             with gr.Column():
-                method = gr.Radio(list(METHODS.items()), value="input_x_gradient", label="Attribution method")
-                steps = gr.Slider(4, MAX_STEPS, value=16, step=4, label="Integrated gradients: steps")
+                method = gr.Radio(list(METHODS.items()), value=DEFAULT_METHOD, label="Attribution method")
+                steps = gr.Slider(
+                    4, MAX_STEPS, value=16, step=4, label="Integrated gradients: steps",
+                    visible=DEFAULT_METHOD == "integrated_gradients",
+                )  # fmt: skip
                 button = gr.Button("Explain", variant="primary")
         status = gr.Markdown()
         outputs = {}
@@ -512,10 +590,14 @@ def build_demo(student: str, teacher: str | None = None):
                         )
                     else:
                         outputs[role] = gr.HighlightedText(
-                            label=f"{role.title()} word attributions", show_legend=True, combine_adjacent=False
-                        )
+                            label=f"{role.title()} word attributions (red: towards the class, purple: away)",
+                            show_legend=True, combine_adjacent=False,
+                        )  # fmt: skip
         with gr.Row():
-            figures = gr.JSON(label="Agreement, latency, deletion AUC", max_height=400)
+            figures = gr.Dataframe(
+                headers=["metric", "teacher", "student"] if teacher_model is not None else ["metric", "student"],
+                label="Agreement, latency, deletion AUC", interactive=False, wrap=True,
+            )  # fmt: skip
             deletion = gr.LinePlot(
                 x="fraction removed", y="probability", color="model", y_lim=[0, 1], label="Deletion curves",
                 title="Class probability as top-ranked features are removed",
@@ -530,6 +612,8 @@ def build_demo(student: str, teacher: str | None = None):
         name = "explain_image" if image else "explain_text"
         # no preprocessing: the functions check the values themselves and answer bad ones with a message
         button.click(function, [source, method, steps], ordered, api_name=name, preprocess=False)
+        # a UI toggle, not an endpoint: answered at once, even while an explanation runs
+        method.change(show_steps, method, steps, queue=False, api_visibility="private")
         if examples:  # a freshly opened page shows a prediction straight away
             demo.load(function, [source, method, steps], ordered, api_visibility="private", preprocess=False)
 

@@ -14,6 +14,7 @@ regular files of the folder only (never a symbolic link), leaves each repo holdi
 up on a Hub that does not answer within `timeout` seconds.
 """
 
+import copy
 import fnmatch
 import json
 import logging
@@ -25,14 +26,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import HfApi, ModelCard, ModelCardData, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from huggingface_hub.utils import get_session, validate_repo_id
 from transformers import AutoConfig, PreTrainedModel, Trainer
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 from transformers.trainer_utils import HubStrategy, SaveStrategy
 
-from .card import CARD_FILE, is_hub_id, space_readme, write_card
+from .card import CARD_FILE, model_source, space_readme, teacher_sources, write_card
+from .evaluation import REPORT_FILE, RESULTS_FILE, write_results
 from .pairing import load_model, load_processor, resolve_model_path
 
 
@@ -162,15 +164,117 @@ def _copy_regular_files(source: str, target: str, ignore: tuple[str, ...]) -> li
 
 
 def _stage(folder: str, staging: str, card: dict) -> list[str]:
-    """What the model repo receives: the published files of `folder`, with the card rendered again now that it knows
-    its repo id and Space. Returns the links and other non-regular files left out. `folder` is only read."""
+    """What the model repo receives: the published files of `folder`, with the card (`_published_card`) rendered
+    again now that it knows its repo id, its Space and its teachers' Hub ids, and the report naming the models as the
+    card does, never by a local path. Returns the links and other non-regular files left out. `folder` is only read."""
     skipped = _copy_regular_files(folder, staging, NOT_PUBLISHED)
     if card.get("task"):  # a folder kd_hf made: its card learns where it lives (new files, not the linked ones)
+        if os.path.exists(os.path.join(staging, RESULTS_FILE)) and card.get("results"):
+            for name in (RESULTS_FILE, REPORT_FILE):
+                if os.path.exists(os.path.join(staging, name)):
+                    os.unlink(os.path.join(staging, name))
+            write_results(card["results"], staging)
         for name in ("README.md", CARD_FILE):
             if os.path.exists(os.path.join(staging, name)):
                 os.unlink(os.path.join(staging, name))
         write_card(staging, card)
     return skipped
+
+
+def _teacher_repos(card: dict, folder: str, repo_id: str, teacher_repo_id: str | None, push_teacher: bool,
+                   space_id: str | None) -> list[tuple[dict, str | None]]:  # fmt: skip
+    """Each teacher of the card with the Hub id it is published under: the one it came from, or, for a local
+    teacher, `teacher_repo_id` (default `<repo_id>-teacher`), to be uploaded from its folder (None: not published).
+    Raises, before anything is sent, when the Space would lack a teacher that cannot be published."""
+    sources = teacher_sources(card)
+    local = [source for source in sources if source["hub_id"] is None]
+    if teacher_repo_id is not None and len(local) != 1:
+        raise ValueError(
+            f"`--teacher-repo-id` names the repo of the student's one local teacher, and {folder!r} has "
+            f"{len(local)}; leave it out (local teachers go to `{repo_id}-teacher-1`, `-2`, ...)."
+        )
+    where = os.path.join(folder, CARD_FILE)
+    plan = []
+    for index, source in enumerate(sources):
+        if source["hub_id"] is not None:
+            plan.append((source, source["hub_id"]))
+            continue
+        if not push_teacher:
+            if space_id is not None:
+                raise ValueError(
+                    f"The Space shows the teacher beside the student, but the teacher {source['name']!r} is a local "
+                    "model and `--no-teacher` keeps it local. Publish it (leave out `--no-teacher`: it goes to "
+                    f"`{repo_id}-teacher`, or to `--teacher-repo-id`), or push the student alone without "
+                    "`--space-id`. Nothing was sent."
+                )
+            plan.append((source, None))
+            continue
+        target = teacher_repo_id or (f"{repo_id}-teacher" if len(local) == 1 else f"{repo_id}-teacher-{index + 1}")
+        check_repo_id(target, "--teacher-repo-id")
+        teacher_folder = source.get("folder")
+        if teacher_folder is None or not _has_weights(teacher_folder):
+            if teacher_repo_id is not None:  # published already: the push checks that the repo exists
+                plan.append(({**source, "folder": None}, target))
+                continue
+            recorded = teacher_folder or f"not recorded in {where}"
+            raise FileNotFoundError(
+                f"The teacher {source['name']!r} was a local model, and its folder ({recorded}) holds no safetensors "
+                "weights now, so it cannot be published beside the student. Restore the folder and push again, or "
+                "publish the teacher yourself (`kd-hf push TEACHER_FOLDER --repo-id me/teacher`, or `hf upload`) and "
+                "pass `--teacher-repo-id me/teacher`; or push the student alone with `--no-teacher` and no "
+                "`--space-id`. Nothing was sent."
+            )
+        plan.append((source, target))
+    return plan
+
+
+def _has_weights(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, "config.json")) and any(Path(folder).glob("*.safetensors"))
+
+
+def _published_card(card: dict, repo_id: str, space_id: str | None, plan: list[tuple[dict, str | None]]) -> dict:
+    """The card as the Hub sees it: its repo id, its Space, and teachers named by their Hub ids (no local path)."""
+    published = copy.deepcopy(card)
+    published.update(model_id=repo_id, space_id=space_id or card.get("space_id"))
+    if not plan:
+        return published
+    names = {source["name"]: hub_id for source, hub_id in plan if hub_id}
+    published["teacher_sources"] = [
+        {**source, "name": hub_id or os.path.basename(source["name"].rstrip("/")), "hub_id": hub_id, "folder": None}
+        for source, hub_id in plan
+    ]
+    shown = [source["name"] for source in published["teacher_sources"]]
+    if published.get("teachers"):
+        published["teachers"] = shown
+    published["teacher"] = shown[0]
+    results = published.get("results") or {}
+    if results.get("teacher"):
+        teacher = results["teacher"]["name_or_path"]
+        results["teacher"]["name_or_path"] = names.get(teacher, " + ".join(shown) if " + " in teacher else shown[0])
+    if results.get("student"):
+        results["student"]["name_or_path"] = repo_id
+    return published
+
+
+def _teacher_files(source: dict, staging: str, repo_id: str, student_card: dict) -> None:
+    """A local teacher as its repo receives it: its published files, and a card linking the student if it has none."""
+    _copy_regular_files(source["folder"], staging, NOT_PUBLISHED)
+    if os.path.isfile(os.path.join(staging, "README.md")):
+        return
+    dataset = student_card.get("dataset", {}).get("hub_id")
+    data = ModelCardData(
+        base_model=source.get("base"), datasets=[dataset] if dataset else None, license=student_card.get("license"),
+        library_name="transformers", pipeline_tag=student_card.get("task"), tags=["kd_hf", "teacher"],
+    )  # fmt: skip
+    student = student_card["model_id"]
+    base = (
+        f", fine-tuned from [{source['base']}](https://huggingface.co/{source['base']})" if source.get("base") else ""
+    )
+    ModelCard(
+        f"---\n{data.to_yaml()}\n---\n\n# {repo_id.split('/')[-1]}\n\nThe teacher of "
+        f"[{student}](https://huggingface.co/{student}), a student distilled from it with kd_hf{base}. Its accuracy "
+        "next to the student's, and how alike their explanations are, are in the student's card.\n"
+    ).save(os.path.join(staging, "README.md"))
 
 
 def _space_files(space_dir: str, model_id: str, card: dict) -> None:
@@ -216,8 +320,17 @@ def push_student(
     token: str | None = None,
     commit_message: str = "Upload distilled student with kd_hf",
     timeout: float = PUSH_TIMEOUT,
+    teacher_repo_id: str | None = None,
+    push_teacher: bool = True,
 ) -> dict[str, str]:
-    """Upload a student folder (as `kd-hf distill` leaves it) to `repo_id`, and its demo to the Space `space_id`.
+    """Upload a student folder (as `kd-hf distill` leaves it) to `repo_id`, its teacher if it was a local model, and
+    its demo to the Space `space_id`.
+
+    The card (`base_model`, its links) and the Space name the teacher by a Hub id a visitor can open: the one it was
+    loaded from, or, for a teacher that was a local folder when the student was trained (recorded in the card then,
+    never guessed from the current directory), the repo this push publishes it to, `teacher_repo_id` (default
+    `<repo_id>-teacher`). `push_teacher=False` keeps a local teacher local, and then refuses the Space, which could
+    not show it.
 
     Repositories are created if needed and updated in place otherwise. Only the published files travel: the regular
     files of the folder (never a symbolic link: the log names those left out) except checkpoints, optimizer and
@@ -232,12 +345,13 @@ def push_student(
             seconds to wait for the Hub to connect, take each part of an upload, or answer, before giving up.
 
     Returns:
-        `dict` with the `model` URL and, if a Space was pushed, the `space` URL.
+        `dict` with the `model` URL and, if they were pushed, the `teacher` and `space` URLs.
 
     Raises:
-        `HubIdError` (a `ValueError`): `repo_id`, `space_id` or the card's teacher is not a valid repo id; nothing
-            was sent.
-        `FileNotFoundError`: the folder holds no safetensors weights.
+        `HubIdError` (a `ValueError`): `repo_id`, `space_id`, `teacher_repo_id` or the card's teacher is not a valid
+            repo id; nothing was sent.
+        `ValueError`: a Space was asked for with a local teacher kept local (`push_teacher=False`); nothing was sent.
+        `FileNotFoundError`: the folder, or a local teacher's folder, holds no safetensors weights.
         `ConnectionError`: the Hub could not be reached, or did not answer in time; nothing local was changed.
     """
     if not os.path.isdir(folder):
@@ -246,16 +360,18 @@ def push_student(
     check_repo_id(repo_id, "repo_id")
     if space_id is not None:
         check_repo_id(space_id, "space_id")
-    for teacher in card.get("teachers") or [card.get("teacher")]:
-        if is_hub_id(teacher):  # the card's `base_model`, and a model of the Space
-            check_repo_id(teacher, f"The teacher (in {os.path.join(folder, CARD_FILE)})")
+    for source in teacher_sources(card):
+        if source["hub_id"] is not None:  # the card's `base_model`, and a model of the Space
+            check_repo_id(source["hub_id"], f"The teacher (in {os.path.join(folder, CARD_FILE)})")
+    plan = _teacher_repos(card, folder, repo_id, teacher_repo_id, push_teacher, space_id)
     if space_id is not None and not (SPACE_SOURCE / "app.py").is_file():
         raise FileNotFoundError(
             f"kd_hf's Space template is missing ({SPACE_SOURCE}); push from a source checkout of kd_hf "
             "(`pip install -e .`), or leave out the Space to push the model alone."
         )
     api = HfApi(token=token)
-    card.update(model_id=repo_id, space_id=space_id or card.get("space_id"))
+    card = _published_card(card, repo_id, space_id, plan)
+    uploads = [(source, hub_id) for source, hub_id in plan if hub_id and source.get("folder")]
     with tempfile.TemporaryDirectory() as staging:
         model_dir, space_dir = os.path.join(staging, "model"), os.path.join(staging, "space")
         skipped = _stage(folder, model_dir, card)
@@ -273,14 +389,32 @@ def push_student(
             )
         if space_id is not None:
             _space_files(space_dir, repo_id, card)
+        for index, (source, hub_id) in enumerate(uploads):
+            _teacher_files(source, os.path.join(staging, f"teacher-{index}"), hub_id, card)
         # Deleting what matches "*" and is not uploaded again makes the published files the repo's whole content.
+        urls = {}
         try:
             with _answer_within(timeout):
+                for source, hub_id in plan:
+                    if source["hub_id"] is None and hub_id and not source.get("folder"):
+                        if not api.repo_exists(hub_id):
+                            raise FileNotFoundError(
+                                f"The teacher's repo {hub_id!r} (`--teacher-repo-id`) does not exist on {api.endpoint}"
+                                "; publish the teacher there first. Nothing was sent."
+                            )
+                for index, (_, hub_id) in enumerate(uploads):  # first, so that the student's links resolve
+                    urls["teacher" if len(uploads) == 1 else f"teacher-{index + 1}"] = str(
+                        api.create_repo(hub_id, private=private, exist_ok=True)
+                    )
+                    api.upload_folder(
+                        repo_id=hub_id, folder_path=os.path.join(staging, f"teacher-{index}"),
+                        commit_message=f"Upload the teacher of {repo_id} with kd_hf", delete_patterns="*",
+                    )  # fmt: skip
                 model_url = api.create_repo(repo_id, private=private, exist_ok=True)
                 api.upload_folder(
                     repo_id=repo_id, folder_path=model_dir, commit_message=commit_message, delete_patterns="*"
                 )
-                urls = {"model": str(model_url)}
+                urls = {"model": str(model_url), **urls}
                 if space_id is not None:
                     space_url = api.create_repo(
                         space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True
@@ -316,6 +450,19 @@ class PublishingTrainer(Trainer):
         check_repo_id(name, "hub_model_id")
         if getattr(self.args, "hub_space_id", None) is not None:
             check_repo_id(self.args.hub_space_id, "hub_space_id")
+        if getattr(self.args, "hub_teacher_id", None) is not None:
+            check_repo_id(self.args.hub_teacher_id, "hub_teacher_id")
+        if (
+            getattr(self.args, "hub_space_id", None) is not None
+            and not getattr(self.args, "hub_push_teacher", True)
+            and any(model_source(name)["hub_id"] is None for name in self.args.teachers or
+                    [self.args.teacher_model_name_or_path] if name)
+        ):  # fmt: skip
+            raise ValueError(
+                "`hub_space_id` publishes a Space that shows the teacher beside the student, but the teacher is a local "
+                "folder and `hub_push_teacher: false` keeps it local: set `hub_push_teacher: true` (it goes to "
+                "`hub_teacher_id`, default `<hub_model_id>-teacher`), or leave out `hub_space_id`."
+            )
         super().init_hf_repo(token=token, private=private)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, token=None,
@@ -336,6 +483,8 @@ class PublishingTrainer(Trainer):
             private=self.args.hub_private_repo if private is None else private,
             token=token if token is not None else self.args.hub_token,
             commit_message=commit_message or "End of training",
+            teacher_repo_id=getattr(self.args, "hub_teacher_id", None),
+            push_teacher=getattr(self.args, "hub_push_teacher", True),
         )
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:

@@ -2,6 +2,7 @@
 
 import copy
 import logging
+import time
 
 import torch
 from transformers import PreTrainedModel, Trainer, default_data_collator, set_seed
@@ -79,7 +80,8 @@ def _fit(trainer: Trainer, args: DistillationConfig, job: str) -> Trainer:
                 checkpoint,
             )
     record_recipe(args, job)
-    trainer.train(resume_from_checkpoint=checkpoint)
+    output = trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.save_metrics("train", output.metrics)  # train_results.json: the training time the card reports
     trainer.save_model()
     metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     if metrics:
@@ -241,6 +243,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
     if eval_dataset is not None and "labels" not in eval_dataset.column_names:
         logger.info("The eval split has no labels: no accuracy report; the log holds the agreement with the teacher.")
     elif eval_dataset is not None and args.should_save:
+        started = time.perf_counter()
         results = evaluate_student(
             trainer.accelerator.unwrap_model(trainer.model).eval(),
             trainer.accelerator.unwrap_model(trainer.teacher),
@@ -255,7 +258,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
             student_name=args.hub_model_id or args.output_dir,
             trained_method=EXPLAINED_AS[args.attribution_method] if "attribution" in args.loss_type else None,
         )
-        trainer.write_card(results=results)
+        trainer.write_card(results=results, report_seconds=time.perf_counter() - started)
         logger.info("Wrote the evaluation report and the explanation card to %s", args.output_dir)
     if args.push_to_hub:
         trainer.push_to_hub()

@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import EvalLoopOutput
 
-from .card import card_facts, write_card
+from .card import card_facts, data_facts, write_card
 from .checkpoints import ResumableTrainer, check_keys
 from .config import DistillationConfig
 from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, model_inputs
@@ -311,16 +311,26 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
                 os.replace(os.path.join(folder, name), os.path.join(adapter, name))
         copy.deepcopy(student).merge_and_unload().save_pretrained(folder)
 
-    def write_card(self, folder: str | None = None, results: dict | None = None) -> str:
+    def write_card(
+        self, folder: str | None = None, results: dict | None = None, report_seconds: float | None = None
+    ) -> str:
         """Render the explanation card (`README.md` and `explanation_card.json`) into `folder`.
 
         `results` defaults to the folder's `eval_results.json` (as `kd_hf.evaluation.evaluate_student` writes it),
-        else to the last evaluation of this run.
+        else to the last evaluation of this run; `report_seconds` is how long that evaluation took.
         """
         folder = folder or self.args.output_dir
         results = results or read_results(folder) or self._last_evaluation()
         student = self.accelerator.unwrap_model(self.model)
-        facts = card_facts(self.args, student, results, self.state.global_step, getattr(self, "hub_model_id", None))
+        if getattr(self, "_data_facts", None) is None:  # read once: the label column of every training example
+            labels = [student.config.id2label[i] for i in range(student.config.num_labels)]
+            self._data_facts = data_facts(self.train_dataset, self.eval_dataset, labels)
+        trained = [entry["train_runtime"] for entry in self.state.log_history if "train_runtime" in entry]
+        compute = {"student_seconds": trained[-1] if trained else None, "report_seconds": report_seconds}
+        facts = card_facts(
+            self.args, student, results, self.state.global_step, getattr(self, "hub_model_id", None),
+            data=self._data_facts, compute=compute,
+        )  # fmt: skip
         return write_card(folder, facts)
 
     def create_model_card(self, *args, **kwargs) -> None:

@@ -2,9 +2,10 @@
 
 The student is the `KD_HF_STUDENT` variable (a Hub id, or a folder), else the first entry of `models:` in the front
 matter of the README.md beside this file (what `kd-hf push` writes); the teacher is `KD_HF_TEACHER`, else the one
-the student's card names. `kd-hf push` ships this file with the `kd_hf` package beside it; run the same app on
-your machine with `kd-hf demo STUDENT [--teacher T]`. The app is `kd_hf.demo.build_demo(...)`, queued for a free CPU
-Space and launched with its upload limit.
+the student's card names (one that cannot be loaded here leaves the student alone, with a one-line note). `kd-hf push`
+ships this file with the `kd_hf` package beside it; run the same app on your machine with
+`kd-hf demo STUDENT [--teacher T]`. The app is `kd_hf.demo.build_demo(...)`, queued for a free CPU Space and launched
+with its upload limit.
 """
 
 import os

@@ -123,6 +123,31 @@ def _check_label(label: dict, labels: set[str], shown: int | None = None):
     assert sum(confidences) == pytest.approx(1, abs=1e-4) if shown is None else sum(confidences) <= 1 + 1e-4
 
 
+def _figures(table: dict, roles: list[str]) -> dict[str, dict]:
+    """The figures table (`gr.Dataframe`): a row per metric, a column per model; rows by metric name."""
+    assert table["headers"] == ["metric", *roles]
+    return {row[0]: dict(zip(roles, row[1:])) for row in table["data"]}
+
+
+def _check_figures(table: dict, roles: list[str], features: str) -> dict[str, dict]:
+    """The table's rows: latency, explanation time and deletion AUC per model, and with a teacher the student's
+    agreement with it (Spearman ρ, top-k overlap over `features`, e.g. "7 words")."""
+    rows = _figures(table, roles)
+    per_model = ["latency, ms (one forward pass)", "explanation time, ms", "deletion AUC (lower: more faithful)"]
+    agreement = ["Spearman ρ with the teacher"] + [name for name in rows if name.endswith("overlap with the teacher")]
+    assert list(rows) == per_model + (agreement if "teacher" in roles else [])
+    for name in per_model:
+        assert all(isinstance(rows[name][role], float) for role in roles)
+        assert all(rows[name][role] > 0 for role in roles) or name.startswith("deletion")
+        assert all(0 <= rows[name][role] <= 1 for role in roles) or not name.startswith("deletion")
+    if "teacher" in roles:
+        [overlap] = agreement[1:]
+        assert f" of {features}" in overlap and overlap.startswith("top-")
+        assert rows[agreement[0]]["teacher"] is None and -1 <= rows[agreement[0]]["student"] <= 1
+        assert rows[overlap]["teacher"] is None and 0 <= rows[overlap]["student"] <= 1
+    return rows
+
+
 def _check_deletion(plot: dict, models: set[str]):
     rows = [dict(zip(plot["columns"], row)) for row in plot["data"]]
     assert {row["model"] for row in rows} == models
@@ -138,6 +163,7 @@ def test_text_demo_returns_both_models_predictions_word_attributions_and_agreeme
         TEXT, method, 8, api_name="/explain_text"
     )
     assert "Explained class" in message and "Spearman" in message
+    assert ("integrated gradients" if method == "integrated_gradients" else "input × gradient") in message
     _check_label(teacher, {"negative", "positive"})
     _check_label(student, {"negative", "positive"})
     words = TEXT.split()
@@ -147,11 +173,9 @@ def test_text_demo_returns_both_models_predictions_word_attributions_and_agreeme
         assert [word for word, _ in scored] == words
         scores = np.array([score for _, score in scored])
         assert np.all(np.abs(scores) <= 1) and np.abs(scores).max() == pytest.approx(1)
-    assert figures["method"] == method and figures["features"] == len(words)
-    assert figures["steps"] == (8 if method == "integrated_gradients" else None)
-    assert -1 <= figures["spearman"] <= 1 and 0 <= figures["top_k_overlap"] <= 1
-    assert figures["explained_class"] == teacher["label"]
-    assert all(figures["latency_ms"][role] > 0 for role in ("teacher", "student"))
+    assert f"Explained class: **{teacher['label']}**" in message
+    rows = _check_figures(figures, ["teacher", "student"], f"{len(words)} words")
+    assert f"Spearman ρ {rows['Spearman ρ with the teacher']['student']:.2f}" in message
     _check_deletion(deletion, {"teacher", "student"})
 
 
@@ -167,7 +191,7 @@ def test_text_demo_returns_both_models_predictions_word_attributions_and_agreeme
 def test_text_demo_answers_bad_input_with_a_message(text_app, text, method, expected):
     message, teacher, student, *_, figures, deletion = text_app.predict(text, method, 8, api_name="/explain_text")
     assert message.startswith("⚠️") and expected in message
-    assert expected in figures["error"] and deletion is None
+    assert teacher == student == {} and figures["data"] == [] and deletion is None  # every output cleared
 
 
 def test_text_demo_bounds_integrated_gradients_steps(text_app):
@@ -179,15 +203,17 @@ def test_text_demo_bounds_integrated_gradients_steps(text_app):
 
 def test_text_demo_without_teacher_shows_the_student_alone(text_models):
     with running(text_models["alone"]) as client:
-        assert "showing the student alone" in client.predict(api_name="/status")
+        assert "No teacher is named in the student's card, so only the student is shown." in client.predict(
+            api_name="/status"
+        )
         message, teacher, student, teacher_words, student_words, figures, deletion = client.predict(
             TEXT, "input_x_gradient", 8, api_name="/explain_text"
         )
     assert teacher == {} and teacher_words is None
     _check_label(student, {"negative", "positive"})
     assert len([row for row in student_words if row["token"].strip()]) == len(TEXT.split())
-    assert figures["spearman"] is None and figures["latency_ms"]["teacher"] is None
-    assert figures["explained_class"] == student["label"]
+    _check_figures(figures, ["student"], "")  # no teacher column, no agreement rows
+    assert f"Explained class: **{student['label']}**" in message and "Spearman" not in message
     _check_deletion(deletion, {"student"})
 
 
@@ -207,11 +233,7 @@ def test_image_demo_returns_predictions_heatmaps_and_agreement(image_app, tmp_pa
     for overlay in (teacher_map, student_map):
         with Image.open(overlay) as image:
             assert image.size == (DISPLAY_SIDE, DISPLAY_SIDE) and image.mode == "RGB"
-    assert figures["features"] == 4  # the student's 2x2 patch grid
-    for grid in figures["grid"].values():
-        scores = np.array(grid)
-        assert scores.shape == (2, 2) and np.abs(scores).max() == pytest.approx(1)
-    assert -1 <= figures["spearman"] <= 1 and 0 <= figures["top_k_overlap"] <= 1
+    _check_figures(figures, ["teacher", "student"], "4 cells (2×2)")  # the student's 2x2 patch grid
     _check_deletion(deletion, {"teacher", "student"})
 
 
@@ -255,9 +277,10 @@ def test_image_demo_reads_only_uploaded_files_and_says_the_same_of_any_other_pat
         image_app.predict({"path": path}, "saliency", 8, api_name="/explain_image")
         for path in (existing, str(tmp_path / "missing.png"), str(tmp_path))
     ]
-    messages = {(message, figures["error"]) for message, *_, figures, _ in answers}
+    messages = {message for message, *_ in answers}
     assert len(messages) == 1  # nothing tells an existing path from a missing one
-    [(message, _)] = messages
+    [message] = messages
+    assert all(figures["data"] == [] for *_, figures, _ in answers)
     assert message.startswith("⚠️") and "uploaded" in message and "Explained class" not in message
     assert all(answer[2] == {} and answer[4] is None for answer in answers)  # no prediction, no overlay
     # With gradio's file marker, gradio itself refuses a path it did not receive as an upload.
@@ -278,19 +301,118 @@ def test_image_demo_never_opens_a_fifo(image_app, tmp_path):
         with contextlib.suppress(OSError):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     missing, *_ = image_app.predict({"path": str(tmp_path / "missing.png")}, "saliency", 8, api_name="/explain_image")
-    assert message == missing and message.startswith("⚠️") and figures["error"] in message
+    assert message == missing and message.startswith("⚠️") and figures["data"] == []
 
 
 def test_image_demo_with_unloadable_teacher_runs_the_student_alone(image_models, tmp_path):
     from gradio_client import handle_file
 
     with running(image_models["student"], teacher=str(tmp_path / "no-such-teacher")) as client:
-        assert "could not be loaded" in client.predict(api_name="/status")
+        status = client.predict(api_name="/status")
         message, teacher, student, teacher_map, student_map, figures, _ = client.predict(
             handle_file(_digit(tmp_path / "digit.png")), "integrated_gradients", 4, api_name="/explain_image"
         )
+    assert "Teacher `no-such-teacher` is not available here" in status and str(tmp_path) not in status
     assert teacher == {} and teacher_map is None and student_map is not None
-    assert figures["grid"]["teacher"] is None and figures["spearman"] is None
+    _check_figures(figures, ["student"], "")
+
+
+def _components(demo, kind):
+    import gradio as gr
+
+    return [block for block in demo.blocks.values() if type(block) is getattr(gr, kind)]
+
+
+def test_demo_defaults_to_integrated_gradients_and_shows_its_steps_only_for_it(text_models):
+    from kd_hf.demo import build_demo, show_steps
+
+    demo = build_demo(text_models["student"])
+    [method], [steps] = _components(demo, "Radio"), _components(demo, "Slider")
+    assert method.value == "integrated_gradients" and steps.visible
+    assert method.choices[0] == ("integrated gradients", "integrated_gradients")
+    # the method's change event updates the slider, through `show_steps`
+    [toggle] = [fn for fn in demo.fns.values() if fn.fn is show_steps]
+    assert [(target, event) for target, event in toggle.targets] == [(method._id, "change")]
+    assert [block._id for block in toggle.outputs] == [steps._id] and [block._id for block in toggle.inputs] == [
+        method._id
+    ]
+    assert show_steps("integrated_gradients").visible is True
+    assert show_steps("input_x_gradient").visible is False and show_steps("saliency").visible is False
+
+
+def test_demo_figures_are_a_table(text_models):
+    import gradio as gr
+
+    from kd_hf.demo import build_demo
+
+    [figures] = _components(build_demo(text_models["student"]), "Dataframe")
+    assert figures.headers == ["metric", "teacher", "student"] and not figures.interactive
+    assert not _components(build_demo(text_models["student"]), "JSON")
+    [alone] = _components(build_demo(text_models["alone"]), "Dataframe")
+    assert alone.headers == ["metric", "student"] and isinstance(alone, gr.Dataframe)
+
+
+def _explain(demo, *inputs):
+    [endpoint] = [fn for fn in demo.fns.values() if fn.api_name in ("explain_text", "explain_image")]
+    return endpoint.fn(*inputs)
+
+
+@pytest.mark.parametrize(
+    ("teacher", "hub", "reason"),
+    [
+        ("{tmp_path}/gone/minilm-teacher", None, "no model folder of that name is on this machine"),
+        ("me/no-such-teacher", None, "the Hub cannot be reached from here"),  # HF_HUB_OFFLINE=1
+        ("me/no-such-teacher", "hub_server", "the Hub has no public model of that name"),  # a 404
+        ("me/no-such-teacher", "dead_endpoint", "the Hub cannot be reached from here"),
+    ],
+)
+def test_a_card_naming_a_missing_teacher_shows_a_plain_note_and_no_server_path(
+    tmp_path, minilm_tokenizer, request, teacher, hub, reason
+):
+    from kd_hf.demo import build_demo
+
+    if hub is not None:
+        request.getfixturevalue(hub)
+    teacher = teacher.format(tmp_path=tmp_path)
+    card = {"task": "text-classification", "labels": ["negative", "positive"], "examples": [{"text": TEXT}]}
+    student = _save(tmp_path / "minilm-student", _bert(1, seed=0), minilm_tokenizer, {**card, "teacher": teacher})
+    demo = build_demo(student)
+    header = _components(demo, "Markdown")[0].value
+    shown = "minilm-teacher" if teacher.startswith("/") else teacher
+    assert f"Teacher `{shown}` is not available here ({reason}), so only the student is shown." in header
+    assert "**Student:** `minilm-student`" in header
+    answer = _explain(demo, TEXT, "integrated_gradients", 8)
+    assert "Explained class" in answer[0] and answer[1] is None  # the student alone
+    page = header + repr(answer)
+    assert (
+        str(tmp_path) not in page
+        and "/tmp" not in page
+        and not any(advice in page.lower() for advice in ("hf auth login", "token", "traceback", "huggingface.co"))
+    )
+
+
+def test_demo_shows_a_local_student_by_its_folder_name_only(tmp_path, image_models):
+    from kd_hf.demo import _shown_name
+
+    assert _shown_name(image_models["student"]) == "student"
+    assert _shown_name(str(tmp_path / "nowhere" / "student")) == "student"
+    assert _shown_name("../outputs/student") == "student" and _shown_name("a/b/student") == "student"
+    assert _shown_name("me/student") == "me/student" and _shown_name("distilbert-base-uncased") == (
+        "distilbert-base-uncased"
+    )
+
+
+def test_image_overlay_uses_the_cards_colour_scale():
+    from kd_hf.demo import DISPLAY_SIDE, OVERLAY_OPACITY, _overlay
+    from kd_hf.explain.explanation import NEGATIVE_RGB, POSITIVE_RGB
+
+    overlay = _overlay(torch.zeros(1, 2, 2), np.array([[1.0, -1.0], [0.0, 0.5]]))  # black pixels
+    assert overlay.shape == (DISPLAY_SIDE, DISPLAY_SIDE, 3)
+    corners = overlay[0, 0], overlay[0, -1], overlay[-1, 0], overlay[-1, -1]
+    expected = [OVERLAY_OPACITY * np.array(POSITIVE_RGB), OVERLAY_OPACITY * np.array(NEGATIVE_RGB), np.zeros(3)]
+    expected.append(0.5 * OVERLAY_OPACITY * np.array(POSITIVE_RGB))
+    for corner, colour in zip(corners, expected):
+        np.testing.assert_allclose(corner, colour, atol=1)
 
 
 def test_demo_reads_card_examples_only_from_the_students_folder(image_models):
@@ -304,7 +426,10 @@ def test_demo_reads_card_examples_only_from_the_students_folder(image_models):
 def test_demo_of_a_student_that_does_not_load_says_why(tmp_path):
     with running(str(tmp_path / "missing-student")) as client:
         status = client.predict(api_name="/status")
-    assert "could not be loaded" in status and "does not exist" in status
+    assert status == (
+        "⚠️ The student `missing-student` is not available here (no model folder of that name is on this machine); "
+        "the server's log has the details."
+    )
 
 
 SPACE = Path(__file__).resolve().parent.parent / "space"
@@ -347,7 +472,7 @@ def test_space_readme_and_requirements_match_what_the_tests_ran_with():
     assert front["sdk_version"] == version("gradio")
     pins = dict(line.split("==") for line in (SPACE / "requirements.txt").read_text().splitlines() if "==" in line)
     runtime = {"torch", "transformers", "safetensors", "huggingface_hub", "accelerate", "datasets", "captum", "scipy"}
-    runtime |= {"scikit-learn", "matplotlib", "pandas", "pillow", "pyyaml"}
+    runtime |= {"scikit-learn", "matplotlib", "pandas", "pillow", "pyyaml", "evaluate"}
     assert runtime <= set(pins)
     for name, pinned in pins.items():
         assert pinned.split("+")[0] == version(name).split("+")[0], name

@@ -122,6 +122,10 @@ def test_text_demo_screenshot_shows_both_explanations(tmp_path, minilm_tokenizer
             browser.close()
     (tmp_path / "demo.png").write_bytes(png)
     assert "Teacher prediction" in text and "Student prediction" in text and "Spearman" in text
+    # integrated gradients by default, with its steps slider; the figures as a table a visitor reads
+    assert "Integrated gradients: steps" in text and "(integrated gradients)" in text
+    assert "deletion AUC (lower: more faithful)" in text and "Spearman ρ with the teacher" in text
+    assert str(tmp_path) not in text
     image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     assert image.shape == (1200, 1280, 3)
     colours = np.unique(image.reshape(-1, 3)[::7], axis=0)

@@ -81,6 +81,28 @@ def test_explanations_render_to_html_and_png(tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_heatmap_pngs_have_a_colour_bar_on_the_shared_diverging_scale(tmp_path):
+    from kd_hf.explain.explanation import DIVERGING_CMAP, NEGATIVE_RGB, POSITIVE_RGB, VMAX, VMIN
+
+    text = Explanation("integrated_gradients", 1, "positive", 0.9, np.array([0.5, -1.0]), words=["great", "dull"])
+    image = Explanation("saliency", 3, "3", 0.8, np.random.default_rng(0).normal(size=(8, 8)))
+    for explanation, background in ((text, None), (image, None), (image, np.zeros((8, 8)))):
+        figure = explanation.figure(image=background)
+        heatmap, bar = figure.axes  # the heatmap, then its colour bar
+        [scale] = [mesh for mesh in bar.collections if type(mesh).__name__ == "QuadMesh"]  # the bar's scale
+        assert scale.cmap.name == DIVERGING_CMAP and (scale.norm.vmin, scale.norm.vmax) == (VMIN, VMAX)
+        assert [tick.get_text() for tick in bar.get_yticklabels()] == ["−1 away", "0", "+1 towards"]
+        # purple at -1, white at 0, red at +1: the colours of the demo's word highlights
+        colours = np.array([scale.cmap(x)[:3] for x in (0.0, 0.5, 1.0)]) * 255
+        np.testing.assert_allclose(colours, [NEGATIVE_RGB, (255, 255, 255), POSITIVE_RGB], atol=1.5)
+        if background is None:  # painted with the same scale
+            assert heatmap.images[-1].cmap.name == DIVERGING_CMAP and heatmap.images[-1].norm.vmin == VMIN
+        figure.clear()
+    text.save_png(tmp_path / "text.png")
+    assert (tmp_path / "text.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "rgba(239, 68, 60, 0.50)" in text.to_html() and "rgba(128, 90, 213, 1.00)" in text.to_html()
+
+
 def test_agreement_metrics_match_hand_computation():
     a, b = np.array([1.0, 2.0, 3.0, 4.0]), np.array([1.0, 3.0, 2.0, 4.0])
     result = agreement(a, b, top_k=0.5)

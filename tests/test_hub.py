@@ -18,6 +18,7 @@ from kd_hf.hub import PUSH_TIMEOUT, load_student, push_student
 
 
 REPO, SPACE = "kd-hf-tester/tiny-student", "kd-hf-tester/tiny-student-demo"
+TEACHER = f"{REPO}-teacher"  # where a push publishes a student's local teacher by default
 # What a run leaves that must never reach the Hub, whatever pushes: arguments and recipe (local paths), Trainer's
 # state, optimizer/scheduler/RNG state, the loss projections, checkpoints (any strategy) and TensorBoard logs.
 NEVER_PUBLISHED = (
@@ -107,11 +108,11 @@ def test_pushed_student_and_space_load_back_from_the_hub(hub_server, student_fol
     space = hub_server.files(SPACE, repo_type="space")
     assert {"app.py", "requirements.txt", "README.md", "kd_hf/__init__.py"} <= set(space)
     metadata = front_matter(space["README.md"].decode())
-    assert metadata["sdk"] == "gradio" and metadata["app_file"] == "app.py" and metadata["models"] == [REPO]
+    assert metadata["sdk"] == "gradio" and metadata["app_file"] == "app.py" and metadata["models"] == [REPO, TEACHER]
 
-    # kd_hf's pull: the model, its tokenizer and the card's facts (the teacher, for the demo).
+    # kd_hf's pull: the model, its tokenizer and the card's facts (the teacher, published beside it, for the demo).
     student = load_student(REPO)
-    assert student.card["teacher"] == str(student_folder.parent / "teacher")
+    assert student.card["teacher"] == TEACHER and card.data.base_model == TEACHER
     torch.testing.assert_close(logits(student.model, student.processor), logits(local, tokenizer), rtol=0, atol=0)
 
 
@@ -119,10 +120,11 @@ def test_pushed_student_and_space_load_back_from_the_hub(hub_server, student_fol
 def test_a_second_push_updates_the_repos_in_place(hub_server, student_folder, capsys):
     main(["push", str(student_folder), "--repo-id", REPO, "--space-id", SPACE])
     first = hub_server.files(REPO)
-    (student_folder / "eval_report.md").write_text("# re-evaluated\n")
+    (student_folder / "explanation_report.html").write_text("<p>re-explained</p>\n")
     main(["push", str(student_folder), "--repo-id", REPO, "--space-id", SPACE])
     second = hub_server.files(REPO)
-    assert second["eval_report.md"] == b"# re-evaluated\n" and first["eval_report.md"] != second["eval_report.md"]
+    report = "explanation_report.html"
+    assert second[report] == b"<p>re-explained</p>\n" and first[report] != second[report]
     assert second["model.safetensors"] == first["model.safetensors"]
     assert f"model: {hub_server.url}/{REPO}" in capsys.readouterr().out
 

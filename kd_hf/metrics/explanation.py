@@ -1,65 +1,24 @@
 """Do a student's explanations agree with its teacher's?
 
-Per example, between two attribution vectors over the same words (text) or patch-grid cells (images): Spearman's
-rho and Kendall's tau-b of the *signed* scores (scipy), the overlap of the top-k features by signed score
-(`|top_k(a_T) & top_k(a_S)| / k`, k a fraction of the features), and cosine similarity. Each figure is averaged over
-examples with a bootstrap 95% interval, next to its chance level on the same examples: the figure's expected value
-when the student's scores are shuffled at random, which is what "no agreement" looks like. It is exact, not a draw:
-0 for the rank correlations, k/n for top-k overlap (not 0: two random top-20% sets share a fifth of their features)
-and `Σa_T Σa_S / (n ‖a_T‖ ‖a_S‖)` for cosine (not 0 either when both maps are mostly positive, as saliency's are).
+The figures (Spearman, Kendall, top-k overlap and cosine of the signed scores, each with a bootstrap 95% interval and
+its exact chance level) are defined in the `explanation_agreement` evaluate module
+(`kd_hf/metrics/modules/explanation_agreement/`), which this re-exports: `explanation_agreement` computes through
+`evaluate`, so `kd-hf eval`, `evaluate.load(module_path("explanation_agreement"))` and a metric Space give the same
+numbers from one implementation.
 """
 
 import numpy as np
-from scipy.stats import kendalltau, spearmanr
+
+from .modules import compute
+from .modules.explanation_agreement.explanation_agreement import (
+    AGREEMENT_METRICS,
+    agreement,
+    bootstrap_interval,
+    chance_agreement,
+)
 
 
-AGREEMENT_METRICS = ("spearman", "kendall", "top_k_overlap", "cosine")
-
-
-def agreement(a: np.ndarray, b: np.ndarray, top_k: float = 0.2) -> dict[str, float]:
-    """Agreement of two attribution vectors of one example (NaN where a rank correlation is undefined)."""
-    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"Attributions cover different features ({a.size} vs {b.size}); align them first.")
-    k = max(1, int(round(top_k * a.size)))
-    constant = np.ptp(a) == 0 or np.ptp(b) == 0
-    norm = np.linalg.norm(a) * np.linalg.norm(b)
-    return {
-        "spearman": float("nan") if constant or a.size < 2 else float(spearmanr(a, b).statistic),
-        "kendall": float("nan") if constant or a.size < 2 else float(kendalltau(a, b).statistic),
-        "top_k_overlap": len(set(np.argsort(-a)[:k]) & set(np.argsort(-b)[:k])) / k,
-        "cosine": float(a @ b / norm) if norm > 0 else float("nan"),
-    }
-
-
-def chance_agreement(a: np.ndarray, b: np.ndarray, top_k: float = 0.2) -> dict[str, float]:
-    """The expected `agreement(a, b, top_k)` when `b`'s scores are shuffled uniformly at random (NaN where
-    `agreement` is undefined). Over every permutation, a position of `b` holds each score equally often: the rank
-    correlations average 0, a top-k set is a random k of the n features (so k * k/n of them are shared), and
-    `E[a @ b] = n mean(a) mean(b)`.
-    """
-    a, b = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
-    if a.shape != b.shape:
-        raise ValueError(f"Attributions cover different features ({a.size} vs {b.size}); align them first.")
-    k = max(1, int(round(top_k * a.size)))
-    undefined = np.ptp(a) == 0 or np.ptp(b) == 0 or a.size < 2
-    norm = np.linalg.norm(a) * np.linalg.norm(b)
-    return {
-        "spearman": float("nan") if undefined else 0.0,
-        "kendall": float("nan") if undefined else 0.0,
-        "top_k_overlap": k / a.size,
-        "cosine": float(a.sum() * b.sum() / (a.size * norm)) if norm > 0 else float("nan"),
-    }
-
-
-def bootstrap_interval(values, n_resamples: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of `values` (NaNs dropped) and its percentile-bootstrap 95% interval."""
-    values = np.asarray([v for v in values if not np.isnan(v)], dtype=float)
-    if values.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = rng.choice(values, size=(n_resamples, values.size), replace=True).mean(1)
-    return float(values.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+__all__ = ["AGREEMENT_METRICS", "agreement", "bootstrap_interval", "chance_agreement", "explanation_agreement"]
 
 
 def explanation_agreement(
@@ -67,20 +26,22 @@ def explanation_agreement(
 ) -> dict[str, dict[str, float]]:
     """Agreement of paired attributions over a set of examples, with the random-attribution baseline.
 
+    Args:
+        teacher (`list[np.ndarray]`): the teacher's attributions, one array per example (a word vector, or a patch
+            grid: compared cell by cell).
+        student (`list[np.ndarray]`): the student's attributions of the same examples, each the size of the teacher's.
+        top_k (`float`, *optional*, defaults to 0.2): the fraction of features whose top-k sets are compared.
+        seed (`int`, *optional*, defaults to 0): seed of the bootstrap.
+
     Returns:
         `dict`: for each metric, `{"mean", "low", "high", "random", "n"}` (bootstrap 95% interval; `random` is the
         chance level, `chance_agreement` averaged over the examples where the metric is defined).
     """
     if len(teacher) != len(student):
         raise ValueError(f"{len(teacher)} teacher attributions but {len(student)} student ones.")
-    per_example = [agreement(t, s, top_k) for t, s in zip(teacher, student)]
-    random = [chance_agreement(t, s, top_k) for t, s in zip(teacher, student)]
-    report = {}
-    for metric in AGREEMENT_METRICS:
-        mean, low, high = bootstrap_interval([row[metric] for row in per_example], seed=seed)
-        report[metric] = {
-            "mean": mean, "low": low, "high": high,
-            "random": bootstrap_interval([row[metric] for row in random], seed=seed)[0],
-            "n": int(sum(not np.isnan(row[metric]) for row in per_example)),
-        }  # fmt: skip
-    return report
+    teacher = [np.asarray(t, dtype=float).ravel() for t in teacher]
+    student = [np.asarray(s, dtype=float).ravel() for s in student]
+    for t, s in zip(teacher, student):
+        if t.shape != s.shape:  # before `evaluate` holds the batch
+            raise ValueError(f"Attributions cover different features ({t.size} vs {s.size}); align them first.")
+    return compute("explanation_agreement", predictions=student, references=teacher, top_k=top_k, seed=seed)

@@ -1,5 +1,7 @@
 """Are a model's explanations faithful to the model? Remove what the explanation ranks highest and watch the
-probability of the explained class.
+probability of the explained class. This module measures the probabilities; the figures are computed from them by
+the `faithfulness` evaluate module (`kd_hf/metrics/modules/faithfulness/`), the one implementation `kd-hf eval`,
+`evaluate.load(module_path("faithfulness"))` and a metric Space share.
 
 Features are words (text) or patch-grid cells (images), ranked by signed attribution, highest first. Removing a word
 replaces its tokens with padding and masks them out of attention; removing a cell sets its pixels to 0 (the mean
@@ -17,6 +19,11 @@ image after normalisation).
 import numpy as np
 import torch
 
+from .modules import compute
+from .modules.faithfulness.faithfulness import FAITHFULNESS_METRICS, aopc, curve_auc, faithfulness_scores
+
+
+__all__ = ["AOPC_BINS", "FAITHFULNESS_METRICS", "aopc", "curve_auc", "faithfulness", "faithfulness_scores"]
 
 AOPC_BINS = (0.01, 0.05, 0.10, 0.20, 0.50)
 
@@ -86,12 +93,13 @@ def faithfulness(
     full, rest = probabilities[0], probabilities[1:]
     without, only = rest[: len(ks)], rest[len(ks) : 2 * len(ks)]
     deletion, insertion = rest[2 * len(ks) : 2 * len(ks) + len(counts)], rest[2 * len(ks) + len(counts) :]
-    fractions = np.asarray(counts) / n
-    return {
-        "comprehensiveness": float((full - without).sum() / (len(ks) + 1)),
-        "sufficiency": float((full - only).sum() / (len(ks) + 1)),
-        "deletion_auc": float(np.trapezoid(deletion, fractions)),
-        "insertion_auc": float(np.trapezoid(insertion, fractions)),
-        "deletion_curve": deletion.tolist(),
-        "insertion_curve": insertion.tolist(),
-    }
+    figures = compute(
+        "faithfulness",
+        full_probability=[float(full)],
+        comprehensiveness_probabilities=[without.tolist()],
+        sufficiency_probabilities=[only.tolist()],
+        deletion_curve=[deletion.tolist()],
+        insertion_curve=[insertion.tolist()],
+        curve_fractions=[(np.asarray(counts) / n).tolist()],
+    )
+    return {**figures, "deletion_curve": deletion.tolist(), "insertion_curve": insertion.tolist()}
