@@ -241,3 +241,15 @@ def _client_when_up(url: str, app: subprocess.Popen, seconds: float = 120):
         except Exception:  # not listening yet
             time.sleep(1)
     raise AssertionError(f"the Space app did not answer on {url} within {seconds} s")
+
+
+def test_a_teacher_without_a_license_passes_on_its_base_models(tmp_path, make_bert, distill_args):
+    folder = tmp_path / "teacher"  # as `kd-hf train` leaves it: no card, a recorded recipe
+    make_bert().save_pretrained(folder)
+    (folder / "kd_hf_recipe.json").write_text(json.dumps({"model_name_or_path": "offline:all-MiniLM-L6-v2"}))
+    facts = card_facts(distill_args(teacher_model_name_or_path=str(folder)), make_bert(), steps=1)
+    assert facts["license"] == "apache-2.0"  # all-MiniLM-L6-v2's, as its card states
+    assert (
+        card_facts(distill_args(teacher_model_name_or_path=str(folder), card_license="mit"), make_bert())["license"]
+        == "mit"
+    )

@@ -120,18 +120,19 @@ def _read_json(path: str) -> dict | None:
         return json.load(file)
 
 
-def _license_of(name: str | None) -> str | None:
-    """The license in the front matter of a local (or offline) model folder's README.md, if it states one."""
+def _license_of(name: str | None, depth: int = 2) -> str | None:
+    """The license in the front matter of a local (or offline) model folder's README.md, else that of the model it was
+    fine-tuned from by `kd-hf train` (its recorded `model_name_or_path`), if either states one."""
     path = offline_model_path(name) if name else ""
+    if not os.path.isdir(path) or depth == 0:
+        return None
     readme = os.path.join(path, "README.md")
-    if not os.path.isfile(readme):
-        return None
-    with open(readme, encoding="utf-8") as file:
-        text = file.read()
-    if not text.startswith("---"):
-        return None
-    front = yaml.safe_load(text.split("---", 2)[1]) or {}
-    return front.get("license") if isinstance(front, dict) else None
+    text = Path(readme).read_text(encoding="utf-8") if os.path.isfile(readme) else ""
+    front = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else None
+    if isinstance(front, dict) and front.get("license"):
+        return front["license"]
+    recipe = _read_json(os.path.join(path, "kd_hf_recipe.json")) or {}
+    return _license_of(recipe.get("model_name_or_path"), depth - 1)
 
 
 def teacher_sources(facts: dict) -> list[dict]:
