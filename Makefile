@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TEACHER := outputs/minilm-rotten-tomatoes
 
-.PHONY: setup demo test quality style benchmark clean
+.PHONY: setup demo test test-fast quality style benchmark clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,10 @@ $(TEACHER)/model.safetensors: | setup
 
 test: setup
 	$(BIN)/python -m pytest tests
+
+# The tests not marked `slow`, while editing (under a minute on a quiet machine); CI and `make test` run them all.
+test-fast: setup
+	$(BIN)/python -m pytest tests -m "not slow" -q
 
 quality: setup
 	$(BIN)/ruff check kd_hf tests benchmarks space

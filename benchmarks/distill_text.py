@@ -34,7 +34,8 @@ from kd_hf.data import (
 )
 from kd_hf.explain.compare import compare_explanations
 from kd_hf.metrics import classification_metrics
-from kd_hf.pairing import build_student, load_model, load_processor
+from kd_hf.models import load_model, load_processor
+from kd_hf.pairing import build_student
 
 
 class StepTimer(TrainerCallback):

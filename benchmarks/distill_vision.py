@@ -19,7 +19,7 @@ from kd_hf import run
 from kd_hf.cli import parse_recipe
 from kd_hf.data import load_offline_dataset, preprocess_images
 from kd_hf.explain.compare import compare_explanations
-from kd_hf.pairing import load_model, load_processor
+from kd_hf.models import load_model, load_processor
 
 
 RECIPES = {

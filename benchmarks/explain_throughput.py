@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from kd_hf.data import load_offline_dataset
 from kd_hf.explain import explain_text
 from kd_hf.explain.text import merge_words
-from kd_hf.pairing import load_model, load_processor
+from kd_hf.models import load_model, load_processor
 
 
 def per_example_loop(model, tokenizer, texts, n_steps: int, max_length: int) -> list[np.ndarray]:

@@ -57,7 +57,8 @@ from kd_hf.data import (
     load_raw_datasets,
     tokenize_for_pair,
 )
-from kd_hf.pairing import build_student, load_model, load_processor
+from kd_hf.models import load_model, load_processor
+from kd_hf.pairing import build_student
 
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

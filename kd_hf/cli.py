@@ -263,9 +263,10 @@ def _explain(argv: list[str]) -> None:
 
 
 def _eval(argv: list[str]) -> None:
-    from .evaluation import REPORT_FILE, evaluate_student, results_tables
+    from .evaluation import REPORT_FILE, evaluate_student
     from .hub import read_card
-    from .pairing import resolve_model_path
+    from .models import resolve_model_path
+    from .report import global_summary, results_tables
 
     options = eval_parser().parse_args(argv)
     teacher = options.teacher or read_card(resolve_model_path(options.model)).get("teacher")
@@ -283,8 +284,6 @@ def _eval(argv: list[str]) -> None:
     )  # fmt: skip
     print(results_tables(results))
     if results.get("global"):
-        from .interpret import global_summary
-
         print(global_summary(results["global"]))
     print(f"Wrote {options.output_dir}/{REPORT_FILE} and eval_results.json")
 

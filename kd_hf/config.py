@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .explain import IMAGE_METHODS, TEXT_METHODS
-from .explain.gradients import ATTRIBUTION_METHODS
+from .explain import ATTRIBUTION_METHODS, EXPLAINERS
 from .losses import LOSS_REGISTRY
 from .losses.attribution import ATTRIBUTION_LOSSES
 
@@ -20,7 +19,6 @@ ATTENTION_HEADS = ("auto", "per_head", "average", "relation")
 HIDDEN_STATE_LOSSES = ("mse", "cosine")
 
 MODEL_INITS = ("checkpoint", "config", "teacher_layers")
-ALL_EXPLANATION_METHODS = frozenset(TEXT_METHODS) | frozenset(IMAGE_METHODS)
 TEACHER_DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
@@ -328,8 +326,12 @@ class DistillationConfig(TrainingArguments):
     explanation_method: str = field(
         default="integrated_gradients",
         metadata={
-            "help": "Explainer of the final report: `integrated_gradients`, `input_x_gradient`, `saliency`, "
-            "`attention_rollout` (and `grad_cam` for CNNs)."
+            "help": "Explainer of the final report, from `kd_hf.explain.EXPLAINERS`: "
+            + ", ".join(
+                f"`{name}`" + (f" (needs {e.requires})" if e.requires else "") for name, e in EXPLAINERS.items()
+            )
+            + ".",
+            "choices": list(EXPLAINERS),
         },
     )
     explanation_n_steps: int = field(
@@ -580,10 +582,6 @@ class DistillationConfig(TrainingArguments):
             )
         if self.explanation_n_steps < 2:
             raise ValueError(f"`explanation_n_steps` must be >= 2, got {self.explanation_n_steps}.")
-        if self.explanation_method not in ALL_EXPLANATION_METHODS:
-            raise ValueError(
-                f"`explanation_method` must be one of {sorted(ALL_EXPLANATION_METHODS)}, got {self.explanation_method!r}."
-            )
         if not 0.0 < self.eval_split_size < 1.0:
             raise ValueError(f"`eval_split_size` must be in (0, 1), got {self.eval_split_size}.")
         if self.max_length < 8:

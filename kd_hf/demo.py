@@ -32,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .explain import EXPLAINERS
+
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +46,8 @@ MAX_STEPS = 64  # integrated gradients' steps; a client that asks for more gets 
 MAX_QUEUE = 16  # waiting requests; more are turned away with gradio's "queue full" message
 MAX_EXAMPLES = 8
 DISPLAY_SIDE = 320  # heatmap overlays are drawn at this size (tiny inputs are scaled up to be visible)
-METHODS = {
-    "integrated gradients": "integrated_gradients",
-    "input × gradient": "input_x_gradient",
-    "saliency": "saliency",
-}
+# label -> name of the explainers that work on any model of both modalities (integrated gradients first: the default)
+METHODS = {e.label: name for name, e in EXPLAINERS.items() if e.requires is None and e.text and e.image}
 DEFAULT_METHOD = "integrated_gradients"  # the card's: input × gradient disagreed wildly with it on short sentences
 TOP_K = 0.2  # top-k overlap of the top 20% of words or cells
 DELETION_STEPS = 10
@@ -173,7 +172,7 @@ def _why_unavailable(error: BaseException) -> str:
 
 def _load(student: str, teacher: str | None) -> tuple[_Model, _Model | None, dict, list[str]]:
     from .hub import load_student
-    from .pairing import load_model, load_processor
+    from .models import load_model, load_processor
 
     loaded = load_student(student)
     image = loaded.is_image_model
@@ -412,7 +411,7 @@ class _Explainer:
                 for x, p in zip(fractions, run["deletion"]["deletion_curve"])
             ]
         )
-        name = next(name for name, value in METHODS.items() if value == method)
+        name = EXPLAINERS[method].label
         summary = f"Explained class: **{report['explained_class']}** ({name})."
         if pair:
             rho = report["spearman"]
@@ -509,10 +508,10 @@ class _Explainer:
 
 
 def show_steps(method: str):
-    """The steps slider, shown only for integrated gradients (the other methods take no steps)."""
+    """The steps slider, shown only for methods that take steps (integrated gradients)."""
     import gradio as gr
 
-    return gr.Slider(visible=method == "integrated_gradients")
+    return gr.Slider(visible=method in EXPLAINERS and EXPLAINERS[method].takes_n_steps)
 
 
 def _header(student: _Model, teacher: _Model | None, notes: list[str]) -> str:
@@ -575,7 +574,7 @@ def build_demo(student: str, teacher: str | None = None):
                 method = gr.Radio(list(METHODS.items()), value=DEFAULT_METHOD, label="Attribution method")
                 steps = gr.Slider(
                     4, MAX_STEPS, value=16, step=4, label="Integrated gradients: steps",
-                    visible=DEFAULT_METHOD == "integrated_gradients",
+                    visible=EXPLAINERS[DEFAULT_METHOD].takes_n_steps,
                 )  # fmt: skip
                 button = gr.Button("Explain", variant="primary")
         status = gr.Markdown()

@@ -108,7 +108,7 @@ def load_teacher(args, dtype: str | None = None, names: list[str] | None = None)
     """The recipe's teacher: `teacher_model_name_or_path`, or an `EnsembleTeacher` of `teachers` (or of `names`),
     loaded in `dtype` (defaults to `args.teacher_dtype`)."""
     from .data import tokenizers_match
-    from .pairing import load_model, load_processor
+    from .models import load_model, load_processor
 
     image = args.is_image_task
     names = names or args.teachers or [args.teacher_model_name_or_path]

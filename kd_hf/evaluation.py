@@ -20,16 +20,18 @@ import time
 import numpy as np
 import torch
 from safetensors.torch import save as safetensors_bytes
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+from sklearn.metrics import confusion_matrix
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, default_data_collator
+from transformers import EvalPrediction, PreTrainedModel, default_data_collator
 
 from .config import DistillationConfig
 from .data import DistillationDataCollator, load_raw_datasets, model_inputs, preprocess_images, tokenize_for_pair
 from .ensemble import EnsembleTeacher
-from .metrics import predictive_kl, top1_agreement
-from .pairing import align_labels, load_model, load_processor, use_eager_attention
+from .explain import IMAGE_BASELINE, TEXT_BASELINE, get_explainer
+from .metrics import classification_metrics, predictive_kl, top1_agreement
+from .models import load_model, load_processor
+from .pairing import align_labels, use_eager_attention
 
 
 logger = logging.getLogger(__name__)
@@ -80,11 +82,7 @@ def predict(model: PreTrainedModel, loader: DataLoader, teacher: bool = False, d
 
 
 def _task_metrics(labels: np.ndarray, logits: torch.Tensor) -> dict:
-    predictions = logits.argmax(-1).numpy()
-    return {
-        "accuracy": float(accuracy_score(labels, predictions)),
-        "macro_f1": float(f1_score(labels, predictions, average="macro")),
-    }
+    return classification_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=labels))
 
 
 def _efficiency(model: PreTrainedModel, batch: dict, teacher: bool, repeats: int) -> dict:
@@ -133,10 +131,12 @@ def explain_sample(config, evaluation, student, teacher, student_processor, teac
 
 def explanation_settings(image: bool, method: str, n_steps: int) -> dict:
     """How the explanations of a report were made, in words, for the report and the card."""
+    explainer = get_explainer(method, "image" if image else "text")
     return {
         "method": method,
-        "n_steps": n_steps if method == "integrated_gradients" else None,
-        "baseline": "all-zero pixels (the mean image)" if image else "special tokens kept, every other token [PAD]",
+        "n_steps": n_steps if explainer.takes_n_steps else None,
+        "baseline": IMAGE_BASELINE if image else TEXT_BASELINE,
+        **explainer.settings,
         "target": "the teacher's predicted class, for both models",
         "aggregation": (
             "pixel scores mean-pooled into the student's patch grid; maps compared cell by cell"
@@ -339,64 +339,6 @@ def _write_explanations(comparison: dict, output_dir: str, shown, images=None) -
     }
 
 
-def _figure(value) -> str:
-    if isinstance(value, dict):  # a mean with its bootstrap interval
-        if _figure(value["mean"]) == "–":
-            return "–"
-        return f"{value['mean']:.3f} [{value['low']:.3f}, {value['high']:.3f}]"
-    if value is None or value != value:  # undefined: `null` in the JSON, NaN in memory
-        return "–"
-    return f"{value:.3f}" if isinstance(value, float) else f"{value:,}"
-
-
-def results_tables(results: dict) -> str:
-    """The report as Markdown tables: task and fidelity, size and speed, explanations (with the random baseline)."""
-    student, teacher = results["student"], results.get("teacher") or {}
-    rows = [
-        ("accuracy", "accuracy"),
-        ("macro-F1", "macro_f1"),
-        ("top-1 agreement with the teacher", "top1_agreement"),
-        ("KL(teacher ‖ student)", "predictive_kl"),
-        ("parameters", "parameters"),
-        ("size on disk (MB)", "size_mb"),
-    ]
-    itself = {"top1_agreement": 1, "predictive_kl": 0}  # the teacher against itself
-    lines = ["| | teacher | student |", "|---|---|---|"]
-    for name, key in rows:
-        if student.get(key) is not None:
-            reference = _figure(teacher.get(key)) if teacher and key not in itself else itself.get(key, "–")
-            lines.append(f"| {name} | {reference if teacher else '–'} | {_figure(student[key])} |")
-    for key, value in student.get("latency_ms", {}).items():
-        speedup = student.get("speedup", {}).get(key)
-        lines.append(
-            f"| CPU latency, batch {key.split('_')[1]} (ms, median) | {_figure(teacher.get('latency_ms', {}).get(key))}"
-            f" | {_figure(value)}" + (f" ({speedup:.1f}× faster) |" if speedup else " |")
-        )
-    explanations = results.get("explanations")
-    if explanations:
-        settings = explanations["settings"]
-        lines += [
-            "",
-            f"Explanations: {settings['method']}"
-            + (f" ({settings['n_steps']} steps)" if settings["n_steps"] else "")
-            + f" on {explanations['num_examples']} examples; means with bootstrap 95% intervals.",
-            "",
-            "| explanation agreement (teacher vs student) | student | random attributions (chance) |",
-            "|---|---|---|",
-        ]
-        lines += [
-            f"| {name.replace('_', ' ')} | {_figure(value)} | {_figure(value['random'])} |"
-            for name, value in explanations["agreement"].items()
-        ]
-        lines += ["", "| faithfulness | teacher | student |", "|---|---|---|"]
-        faithful = explanations["faithfulness"]
-        lines += [
-            f"| {name.replace('_', ' ')} | {_figure(faithful['teacher'][name])} | {_figure(faithful['student'][name])} |"
-            for name in ("comprehensiveness", "sufficiency", "deletion_auc", "insertion_auc")
-        ]
-    return "\n".join(lines) + "\n"
-
-
 def read_results(folder: str) -> dict | None:
     """The `eval_results.json` that `write_results` left in `folder`, if any (not Trainer's flat file of that name)."""
     path = os.path.join(folder, RESULTS_FILE)
@@ -411,17 +353,9 @@ def write_results(results: dict, output_dir: str) -> None:
     """`eval_results.json` (strict JSON: `null` where a figure is undefined) and `eval_report.md` in `output_dir`,
     both rendered before either is written, and each written whole: a failure leaves the previous ones."""
     from .explain.report import strict_json, write_atomically
+    from .report import evaluation_report
 
-    dataset = results["dataset"]
-    report = (
-        f"# Evaluation: {results['student']['name_or_path']}\n\n{dataset['name']}, split "
-        f"{dataset['split']!r}, {dataset['num_examples']} examples.\n\n{results_tables(results)}"
-    )
-    if results.get("global"):
-        from .interpret import global_summary
-
-        report += f"\n## Global behaviour\n\n{global_summary(results['global'])}"
-    content = strict_json(results)
+    report, content = evaluation_report(results), strict_json(results)
     write_atomically(os.path.join(output_dir, RESULTS_FILE), content)
     write_atomically(os.path.join(output_dir, REPORT_FILE), report)
 

@@ -35,7 +35,7 @@ from transformers.trainer_utils import HubStrategy, SaveStrategy
 
 from .card import CARD_FILE, model_source, space_readme, teacher_sources, write_card
 from .evaluation import REPORT_FILE, RESULTS_FILE, write_results
-from .pairing import load_model, load_processor, resolve_model_path
+from .models import load_model, load_processor, resolve_model_path
 
 
 logger = logging.getLogger(__name__)

@@ -189,6 +189,8 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
         # Our losses are sums over examples divided by the number of labelled examples in the accumulated batch, so
         # that gradient accumulation gives the loss of one large batch: ask Trainer for that count.
         self.model_accepts_loss_kwargs = True
+        self._data_facts = None  # the card's training-set sizes and label balance, read once
+        self._compute = None  # the card's timings, once the run knows them (`write_card(compute=...)`)
 
         teacher_model.eval()
         teacher_model.requires_grad_(False)
@@ -311,25 +313,23 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
                 os.replace(os.path.join(folder, name), os.path.join(adapter, name))
         copy.deepcopy(student).merge_and_unload().save_pretrained(folder)
 
-    def write_card(
-        self, folder: str | None = None, results: dict | None = None, report_seconds: float | None = None
-    ) -> str:
+    def write_card(self, folder: str | None = None, results: dict | None = None, compute: dict | None = None) -> str:
         """Render the explanation card (`README.md` and `explanation_card.json`) into `folder`.
 
         `results` defaults to the folder's `eval_results.json` (as `kd_hf.evaluation.evaluate_student` writes it),
-        else to the last evaluation of this run; `report_seconds` is how long that evaluation took.
+        else to the last evaluation of this run; `compute` holds the run's `student_seconds` (loading, teacher cache
+        and training) and `report_seconds` (the evaluation), once known.
         """
         folder = folder or self.args.output_dir
         results = results or read_results(folder) or self._last_evaluation()
         student = self.accelerator.unwrap_model(self.model)
-        if getattr(self, "_data_facts", None) is None:  # read once: the label column of every training example
+        self._compute = compute or self._compute  # later cards (a push's save) keep them
+        if self._data_facts is None:  # read once: the label column of every training example
             labels = [student.config.id2label[i] for i in range(student.config.num_labels)]
             self._data_facts = data_facts(self.train_dataset, self.eval_dataset, labels)
-        trained = [entry["train_runtime"] for entry in self.state.log_history if "train_runtime" in entry]
-        compute = {"student_seconds": trained[-1] if trained else None, "report_seconds": report_seconds}
         facts = card_facts(
             self.args, student, results, self.state.global_step, getattr(self, "hub_model_id", None),
-            data=self._data_facts, compute=compute,
+            data=self._data_facts, compute=self._compute,
         )  # fmt: skip
         return write_card(folder, facts)
 

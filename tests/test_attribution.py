@@ -281,6 +281,7 @@ def test_word_indices_line_up_across_tokenizers(minilm_tokenizer, word_tokenizer
     assert set(teacher) == set(student) and teacher[2] == ["film", ","]
 
 
+@pytest.mark.slow
 def test_attribution_loss_across_tokenizers_matches_words(make_bert, distill_args, minilm_tokenizer, word_tokenizer):
     import datasets
 

@@ -38,6 +38,7 @@ def test_train_then_distill_leaves_a_student_that_plain_transformers_loads(tiny_
     assert logits.shape == (1, 2)
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_last_checkpoint(tiny_text_project, tmp_path, caplog):
     recipe = tiny_text_project(max_steps=2)
     main(["distill", str(recipe)])
@@ -82,6 +83,7 @@ def test_unknown_command_prints_usage():
         main(["distil"])
 
 
+@pytest.mark.slow
 def test_students_built_from_a_config_start_from_the_recipe_seed(tiny_text_project, tmp_path):
     from safetensors.torch import load_file
 

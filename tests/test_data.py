@@ -51,7 +51,9 @@ def test_rotten_tomatoes_keeps_every_labelled_review_and_drops_plots():
     assert all(isinstance(text, str) and text for text in corpus["validation"]["text"])
 
 
-@pytest.mark.parametrize(("name", "rows", "side"), [("mnist", 5000, 28), ("digits", 1797, 8)])
+@pytest.mark.parametrize(
+    ("name", "rows", "side"), [pytest.param("mnist", 5000, 28, marks=pytest.mark.slow), ("digits", 1797, 8)]
+)
 def test_offline_digit_corpora_are_grayscale_with_every_class_in_every_split(name, rows, side):
     corpus = load_offline_dataset(name)
     assert sum(split.num_rows for split in corpus.values()) == rows

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from kd_hf.cli import main
-from kd_hf.evaluation import median_latency_ms, results_tables, size_on_disk_mb
+from kd_hf.evaluation import median_latency_ms, size_on_disk_mb
+from kd_hf.report import results_tables
 
 
 @pytest.mark.slow
@@ -76,6 +77,7 @@ def test_median_latency_counts_only_timed_runs():
     assert len(calls) == 7
 
 
+@pytest.mark.slow
 def test_eval_explains_texts_longer_than_its_max_length(tmp_path, minilm_tokenizer):
     import csv
 

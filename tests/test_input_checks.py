@@ -137,6 +137,7 @@ def unlabelled_csvs(tmp_path):
     return files
 
 
+@pytest.mark.slow
 def test_distill_learns_from_a_dataset_without_labels(tiny_text_project, tmp_path, unlabelled_csvs):
     from kd_hf import run
     from kd_hf.cli import parse_recipe

@@ -83,7 +83,7 @@ def test_loss_is_zero_for_a_copy_of_the_teacher(name, options, make_bert, minilm
 
 
 @pytest.mark.parametrize(("name", "options"), LOSSES)
-def test_loss_is_positive_and_trains_the_student_only(name, options, make_bert, minilm_tokenizer, distill_args):
+def test_loss_is_positive_and_trains_the_student(name, options, make_bert, minilm_tokenizer, distill_args):
     teacher, student = make_bert(layers=4, seed=1, heads=4), make_bert(layers=2, seed=2, heads=2, hidden=16)
     args = distill_args(loss_type=[name], **{"attention_heads": "average", **options})
     loss = _build(name, args, student, teacher)
@@ -94,9 +94,29 @@ def test_loss_is_positive_and_trains_the_student_only(name, options, make_bert, 
 
     assert torch.isfinite(value).all() and (value > 0).all()
     assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
-    assert all(p.grad is None for p in teacher.parameters())
     if name == "hidden_state":  # 16 -> 32: learned projections, which train too
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in loss.projections.parameters())
+
+
+@pytest.mark.parametrize(("name", "options"), LOSSES)
+def test_the_trainer_keeps_intermediate_losses_from_training_the_teacher(
+    name, options, make_bert, minilm_tokenizer, distill_args
+):
+    # The losses compare the teacher's attention maps and hidden states as they come, without detaching them: the
+    # trainer runs the teacher under `no_grad`. The teacher here requires grad again after set-up, so a trainer that
+    # ran it with gradients on would leave gradients in its weights.
+    teacher, student = make_bert(layers=4, seed=1, heads=4), make_bert(layers=2, seed=2, heads=2, hidden=16)
+    args = distill_args(loss_type=["soft_label", name], **{"attention_heads": "average", **options})
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    teacher.requires_grad_(True)
+    batch = {**_inputs(minilm_tokenizer), "labels": torch.tensor([1, 0])}
+
+    trainer.model.train()
+    trainer.compute_loss(trainer.model, batch).backward()
+
+    assert trainer._metrics["train"][f"{name}_loss"][-1] > 0
+    assert student.bert.encoder.layer[0].attention.self.query.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in teacher.parameters())
 
 
 @pytest.mark.parametrize(("name", "options"), LOSSES)
@@ -203,6 +223,7 @@ def _projection_run(make_bert, text_dataset, distill_args, minilm_tokenizer, res
     return trainer
 
 
+@pytest.mark.slow
 def test_projections_train_and_resume_bit_for_bit(make_bert, text_dataset, distill_args, minilm_tokenizer):
     trainer = _projection_run(make_bert, text_dataset, distill_args, minilm_tokenizer)
     output_dir = trainer.args.output_dir
@@ -220,6 +241,7 @@ def test_projections_train_and_resume_bit_for_bit(make_bert, text_dataset, disti
         assert torch.equal(value, trainer.model.state_dict()[key]), key
 
 
+@pytest.mark.slow
 def test_saved_student_holds_no_projection_weights(make_bert, text_dataset, distill_args, minilm_tokenizer, tmp_path):
     trainer = _projection_run(make_bert, text_dataset, distill_args, minilm_tokenizer)
     trainer.save_model(str(tmp_path / "student"))

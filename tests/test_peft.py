@@ -40,6 +40,7 @@ def test_an_adapter_teacher_gives_the_logits_of_its_adapter_model(tmp_path, make
     assert load_processor(str(tmp_path / "adapter")).vocab_size == minilm_tokenizer.vocab_size
 
 
+@pytest.mark.slow
 def test_a_lora_student_trains_only_its_adapter_and_head(make_bert, text_dataset, distill_args, minilm_tokenizer):
     train, evaluation = text_dataset
     student = apply_peft(make_bert(layers=1, seed=2), {"r": 4, "target_modules": ["query", "value"]})

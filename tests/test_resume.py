@@ -146,6 +146,7 @@ VIT = dict(model_type="vit", image_size=8, patch_size=4, num_channels=1, hidden_
 RESNET = dict(model_type="resnet", image_size=8, num_channels=1, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_config", [VIT, RESNET], ids=["vit", "resnet"])
 def test_kd_hf_train_resumes_exactly(tmp_path, model_config):
     straight = train(_train_recipe(tmp_path, "straight", model_config, max_steps=4))
@@ -177,6 +178,7 @@ def _one_checkpoint(make_bert, text_dataset, run_args, minilm_tokenizer):
     return args, collator, f"{args.output_dir}/checkpoint-2"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["missing", "unexpected"])
 def test_resuming_from_a_checkpoint_with_other_weights_fails(
     make_bert, text_dataset, run_args, minilm_tokenizer, change
@@ -204,6 +206,7 @@ def _cut(path, keep=0.5):
         file.write(data[: int(len(data) * keep)])
 
 
+@pytest.mark.slow
 def test_auto_resume_skips_a_checkpoint_cut_short(make_bert, text_dataset, run_args, minilm_tokenizer, caplog):
     from kd_hf.run import _fit
 
@@ -224,6 +227,7 @@ def test_auto_resume_skips_a_checkpoint_cut_short(make_bert, text_dataset, run_a
     _assert_same_weights(straight, _weights(trainer.model))
 
 
+@pytest.mark.slow
 def test_incomplete_checkpoints_are_told_apart(make_bert, text_dataset, run_args, minilm_tokenizer, tmp_path):
     import shutil
 
@@ -273,6 +277,7 @@ def _raise_disk_full(kind):
     return save
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["oserror", "safetensors", "torch"])
 def test_a_full_disk_while_saving_a_checkpoint_says_so(
     make_bert, text_dataset, run_args, minilm_tokenizer, monkeypatch, kind

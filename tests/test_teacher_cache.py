@@ -76,6 +76,7 @@ def test_cached_attributions_keep_only_real_tokens(make_bert, on_disk, minilm_to
     assert [len(a) for a in cached["teacher_attributions"]] == [len(ids) for ids in cached["input_ids"]]
 
 
+@pytest.mark.slow
 def test_trainer_with_teacher_cache_never_runs_the_teacher_while_training(
     make_bert, on_disk, distill_args, minilm_tokenizer
 ):

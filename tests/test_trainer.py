@@ -44,6 +44,7 @@ def test_compute_loss_matches_hand_computation(make_bert, text_dataset, distill_
     assert loss.item() == pytest.approx((0.3 * ce + 0.7 * kl).item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_teacher_is_frozen_unwrapped_and_never_saved(make_bert, text_dataset, distill_args, minilm_tokenizer):
     teacher, student = make_bert(layers=4, seed=1), make_bert(layers=2, seed=2)
     before = copy.deepcopy(teacher.state_dict())
@@ -61,6 +62,7 @@ def test_teacher_is_frozen_unwrapped_and_never_saved(make_bert, text_dataset, di
     assert sum(t.numel() for t in saved.values()) <= sum(p.numel() for p in student.parameters())
 
 
+@pytest.mark.slow
 def test_each_loss_part_is_logged(make_bert, text_dataset, distill_args, minilm_tokenizer):
     trainer = _trainer(make_bert(seed=2), make_bert(seed=1), distill_args(max_steps=2), text_dataset, minilm_tokenizer)
     trainer.train()
@@ -112,6 +114,7 @@ def _train_once(make_bert, text_dataset, distill_args, minilm_tokenizer, **overr
     return student.state_dict()
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_gives_the_loss_of_one_large_batch(
     make_bert, text_dataset, distill_args, minilm_tokenizer
 ):
@@ -132,6 +135,7 @@ def test_gradient_accumulation_gives_the_loss_of_one_large_batch(
         torch.testing.assert_close(large[key], accumulated[key], atol=1e-7, rtol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_resume_from_checkpoint_continues_the_same_run(make_bert, text_dataset, distill_args, minilm_tokenizer):
     def run(resume=None):
         student = make_bert(seed=2)
@@ -145,6 +149,7 @@ def test_resume_from_checkpoint_continues_the_same_run(make_bert, text_dataset, 
         assert torch.allclose(uninterrupted[key], resumed[key], atol=1e-6), key
 
 
+@pytest.mark.slow
 def test_vision_students_distil_from_a_vit_teacher(make_vit, distill_args):
     import datasets
     from transformers import default_data_collator
@@ -175,6 +180,7 @@ def test_vision_students_distil_from_a_vit_teacher(make_vit, distill_args):
     assert 0.0 <= metrics["eval_teacher_agreement"] <= 1.0 and metrics["eval_soft_label_loss"] > 0
 
 
+@pytest.mark.slow
 def test_teacher_and_student_with_different_tokenizers_each_read_their_own(
     make_bert, distill_args, minilm_tokenizer, word_tokenizer
 ):

@@ -28,7 +28,7 @@ from .explanation import Explanation
 logger = logging.getLogger(__name__)
 
 # Bump when what `explain_model` computes changes, so that older entries are not read.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: text attributed at the embeddings by the explainer registry
 
 
 def _examples_digest(examples) -> str:

@@ -6,10 +6,12 @@ import torch
 from ..metrics.explanation import bootstrap_interval, explanation_agreement
 from ..metrics.faithfulness import faithfulness
 from .cache import cached_explanations
+from .inputs import grid_cells
 from .text import explain_text
 from .vision import explain_images, patch_grid_size
 
 
+_grid_cells = grid_cells  # kd_hf.demo's name for it
 FAITHFULNESS_METRICS = ("comprehensiveness", "sufficiency", "deletion_auc", "insertion_auc")
 
 
@@ -31,12 +33,6 @@ def _text_faithfulness(model, tokenizer, text, explanation, steps, max_length):
     return faithfulness(
         model, inputs, words.to(device), explanation.scores, explanation.target, tokenizer.pad_token_id or 0, steps
     )
-
-
-def _grid_cells(height: int, width: int, grid_size: int) -> torch.Tensor:
-    rows = torch.arange(height) * grid_size // height
-    columns = torch.arange(width) * grid_size // width
-    return rows[:, None] * grid_size + columns[None, :]
 
 
 def explain_model(
@@ -66,7 +62,7 @@ def explain_model(
         ]
     else:
         explanations = explain_images(model, examples, method, targets, n_steps, grid_size=grid_size)
-        cells = _grid_cells(*examples.shape[-2:], explanations[0].grid.shape[0])
+        cells = grid_cells(*examples.shape[-2:], explanations[0].grid.shape[0])
         rows = [
             faithfulness(model, {"pixel_values": x[None]}, cells, e.grid.ravel(), e.target, 0, faithfulness_steps)
             for x, e in zip(examples, explanations)

@@ -17,14 +17,13 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 from torch import nn
 from transformers.utils import ModelOutput
 
+from .registry import EXPLAINERS
 
-ATTRIBUTION_METHODS = ("input_x_gradient", "gradient", "integrated_gradients")
-# The explanation method of `kd_hf.explain` that computes the same attribution, to judge a student by what it learnt.
-EXPLAINED_AS = {
-    "input_x_gradient": "input_x_gradient",
-    "gradient": "saliency",
-    "integrated_gradients": "integrated_gradients",
-}
+
+# The explainers that can be trained through, by their name here; and back: the explanation method that computes the
+# same attribution, to judge a student by what it learnt.
+EXPLAINED_AS = {e.attribution: name for name, e in EXPLAINERS.items() if e.attribution is not None}
+ATTRIBUTION_METHODS = tuple(EXPLAINED_AS)
 
 
 def _reduce(gradient: torch.Tensor, inputs: torch.Tensor, method: str, image: bool) -> torch.Tensor:

@@ -1,15 +1,9 @@
-"""Explanations of text classifiers: captum attributions at the token embeddings, merged into words.
+"""Explanations of text classifiers: scores per token of any explainer of `kd_hf.explain.registry`, merged into words.
 
-Methods:
-- `integrated_gradients`: captum's `LayerIntegratedGradients` on the input embeddings (Sundararajan et al., 2017,
-  https://huggingface.co/papers/1703.01365); the baseline keeps the model's special tokens and replaces every other
-  token with padding ([CLS] [PAD] ... [SEP] for BERT); scores are summed over the hidden dimension.
-- `input_x_gradient`: captum's `LayerGradientXActivation`, summed over the hidden dimension.
-- `saliency`: the gradient's L2 norm per token (`LayerGradientXActivation` without the input factor).
-- `attention_rollout`: attention flow from the first token through all layers (Abnar & Zuidema, 2020,
-  https://huggingface.co/papers/2005.00928); needs eager attention.
-
-Sub-word scores are summed into words with the tokenizer's `word_ids`; special tokens are left out.
+Attributions are taken at the output of the input embeddings. Methods that compare with a baseline (integrated
+gradients, occlusion) use the text with the model's special tokens kept and every other token replaced with padding
+([CLS] [PAD] ... [SEP] for BERT). Sub-word scores are summed into words with the tokenizer's `word_ids`; special
+tokens are left out.
 
 ```python
 from kd_hf.explain import explain_text
@@ -24,55 +18,24 @@ import torch
 from tqdm.auto import tqdm
 
 from .explanation import Explanation
+from .inputs import TEXT_BASELINE, text_inputs
+from .registry import explainer_names, get_explainer
 
 
-TEXT_METHODS = ("integrated_gradients", "input_x_gradient", "saliency", "attention_rollout")
+TEXT_METHODS = explainer_names("text")
 # Rows (texts x integration steps) per forward pass of integrated gradients: bounds its memory (64 texts x 32 steps of
 # MiniLM at once took 15 GB).
 MAX_INTERPOLATED_ROWS = 256
 
 
-def _token_scores(model, batch, target, method, n_steps, internal_batch_size, special_tokens_mask=None):
-    from captum.attr import LayerGradientXActivation, LayerIntegratedGradients
-
-    extra = {k: v for k, v in batch.items() if k != "input_ids"}
-    names = list(extra)
-
-    def forward(input_ids, *values):
-        return model(input_ids=input_ids, **dict(zip(names, values))).logits
-
-    embeddings = model.get_input_embeddings()
-    additional = tuple(extra[name] for name in names)
-    if method == "integrated_gradients":
-        baseline = torch.where(special_tokens_mask.bool(), batch["input_ids"], model.config.pad_token_id or 0)
-        attributions, delta = LayerIntegratedGradients(forward, embeddings).attribute(
-            batch["input_ids"], baseline, target=target, additional_forward_args=additional, n_steps=n_steps,
-            internal_batch_size=internal_batch_size, return_convergence_delta=True,
-        )  # fmt: skip
-        return attributions.sum(-1), delta
-    if method in ("input_x_gradient", "saliency"):
-        explainer = LayerGradientXActivation(forward, embeddings, multiply_by_inputs=method == "input_x_gradient")
-        attributions = explainer.attribute(batch["input_ids"], target=target, additional_forward_args=additional)
-        return (attributions.sum(-1) if method == "input_x_gradient" else attributions.norm(dim=-1)), None
-    if method == "attention_rollout":
-        return attention_rollout(model(**batch, output_attentions=True).attentions, batch.get("attention_mask")), None
-    raise ValueError(f"Unknown text explanation method {method!r}; use one of {list(TEXT_METHODS)}.")
-
-
-def attention_rollout(attentions: tuple[torch.Tensor, ...], mask: torch.Tensor | None = None) -> torch.Tensor:
-    """How much each token flows into the first token ([CLS]) through every layer: `[batch, tokens]`.
-
-    Each layer's head-averaged attention is mixed with the identity (the residual path), renormalised, and the
-    layers are multiplied from the first to the last.
-    """
-    rollout = None
-    for layer in attentions:
-        attention = layer.float().mean(1)
-        attention = attention + torch.eye(attention.shape[-1], device=attention.device)
-        attention = attention / attention.sum(-1, keepdim=True)
-        rollout = attention if rollout is None else attention @ rollout
-    scores = rollout[:, 0]
-    return scores * mask if mask is not None else scores
+def _token_scores(
+    model, batch, target, method, n_steps, internal_batch_size, special_tokens_mask=None, encodings=None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scores per token of `method` on a tokenised `batch`, `[batch, tokens]`, and the convergence delta (or `None`)."""
+    inputs = text_inputs(
+        model, batch, special_tokens_mask, encodings, n_steps=n_steps, internal_batch_size=internal_batch_size
+    )
+    return get_explainer(method, "text").text(inputs, target)
 
 
 def merge_words(text: str, encoding, scores: np.ndarray, sequence: int = 0) -> tuple[list[str], np.ndarray]:
@@ -109,15 +72,18 @@ def explain_text(
         model (`PreTrainedModel`): a sequence classifier (eager attention for `attention_rollout`).
         tokenizer (`PreTrainedTokenizerFast`): its tokenizer (a fast one: word ids are needed to merge sub-words).
         texts (`list[str]`): the texts.
-        method (`str`, *optional*, defaults to `"integrated_gradients"`): one of `TEXT_METHODS`.
+        method (`str`, *optional*, defaults to `"integrated_gradients"`): one of `TEXT_METHODS` (the explainers of
+            `kd_hf.explain.registry` that explain text).
         target (`int` or `list[int]`, *optional*): the class to explain; defaults to each prediction.
-        n_steps (`int`, *optional*, defaults to 32): integration steps of integrated gradients.
+        n_steps (`int`, *optional*, defaults to 32): integration steps, for the methods that take them.
         batch_size (`int`, *optional*, defaults to 16): texts per batch.
-        internal_batch_size (`int`, *optional*, defaults to 256): captum's batch of interpolated inputs (bounds IG's
-            memory).
+        internal_batch_size (`int`, *optional*, defaults to 256): captum's batch of interpolated or occluded inputs
+            (bounds the memory of integrated gradients and occlusion).
         max_length (`int`, *optional*, defaults to 128): longer texts are truncated.
         progress (`bool`, *optional*): show a progress bar; defaults to more than one batch.
     """
+    explainer = get_explainer(method, "text")
+    settings = {"n_steps": n_steps} if explainer.takes_n_steps else {}
     model.eval()
     device = next(model.parameters()).device
     targets = [target] * len(texts) if target is None or isinstance(target, int) else list(target)
@@ -140,7 +106,9 @@ def explain_text(
         chunk_targets = [t if t is not None else int(p.argmax()) for t, p in zip(targets[start:], probabilities)]
         target_tensor = torch.tensor(chunk_targets, device=device)
         special = encoded["special_tokens_mask"].to(device)
-        scores, delta = _token_scores(model, batch, target_tensor, method, n_steps, internal_batch_size, special)
+        scores, delta = _token_scores(
+            model, batch, target_tensor, method, n_steps, internal_batch_size, special, encoded.encodings
+        )
         scores = scores.detach().float().cpu().numpy()
         for i, text in enumerate(chunk):
             words, word_scores = merge_words(text, encoded[i], scores[i])
@@ -149,8 +117,7 @@ def explain_text(
                     method=method, target=chunk_targets[i], label=str(model.config.id2label[chunk_targets[i]]),
                     probability=float(probabilities[i, chunk_targets[i]]), scores=word_scores, words=words,
                     delta=float(delta[i]) if delta is not None else None,
-                    settings={"n_steps": n_steps, "baseline": "special tokens kept, others [PAD]"}
-                    if method == "integrated_gradients" else {},
+                    settings={**settings, "baseline": TEXT_BASELINE},
                 )
             )  # fmt: skip
     restored = [None] * len(explanations)

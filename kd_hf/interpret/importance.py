@@ -20,6 +20,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..report.numbers import percent
+
 
 def word_importance(explanations, label_names: list[str]) -> dict[str, list[dict]]:
     """Words ranked by their mean signed score per example of each explained class (highest first).
@@ -122,7 +124,7 @@ def plot_word_importance(importance: dict, path: str, k: int = 10) -> None:
             if not words:
                 axis.text(0.5, 0.5, "no example predicted as this class", ha="center", transform=axis.transAxes)
             axis.axvline(0, color="black", linewidth=0.5)
-            axis.set_title(f"{role}: pushes to {name!r} (top-{k} overlap {_percent(both['overlap'])})", fontsize=9)
+            axis.set_title(f"{role}: pushes to {name!r} (top-{k} overlap {percent(both['overlap'])})", fontsize=9)
             axis.tick_params(labelsize=8)
         row[0].set_xlabel("mean score per example of the class")
     figure.tight_layout()
@@ -154,12 +156,8 @@ def plot_grid_importance(importance: dict, images: dict, path: str) -> None:
                 axis.imshow(image, cmap="gray", extent=extent)
             scale = np.abs(grid).max() or 1.0
             axis.imshow(grid, cmap="bwr", vmin=-scale, vmax=scale, alpha=0.6, extent=extent)
-            axis.set_title(f"{role} {name}" + (f"\n{_percent(both['overlap'])}" if row == 0 else ""), fontsize=8)
+            axis.set_title(f"{role} {name}" + (f"\n{percent(both['overlap'])}" if row == 0 else ""), fontsize=8)
     figure.suptitle("mean attribution per class (red pushes to the class; overlap = top-k cells shared)", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
-
-
-def _percent(value) -> str:
-    return "–" if value is None else f"{value:.0%}"

@@ -1,7 +1,7 @@
 """Robustness of explanations: how much a model's attributions and predictions move under small perturbations.
 
 - Max-sensitivity (Yeh et al. 2019, https://huggingface.co/papers/1901.09392), captum's `sensitivity_max`: the
-  largest relative change `||a(x + δ) − a(x)|| / ||a(x)||` of the explanation over random δ drawn uniformly from an
+  largest relative change `||a(x + δ) − a(x)|| / ||a(x)||` of the explanation (any registered explainer) over random δ drawn uniformly from an
   L∞ ball whose radius is `radius` times the standard deviation of the inputs (the word embeddings of the real words
   of a text, special tokens and padding untouched; or the pixels). Lower is more robust; a constant model scores 0.
   Explanations that move under imperceptible changes are fragile (Ghorbani et al. 2019, "Interpretation of neural
@@ -13,15 +13,16 @@
   https://huggingface.co/papers/1412.6572): the same two figures, on the patch grid.
 """
 
+import dataclasses
+
 import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from ..explain import explain_images, explain_text
+from ..explain import explain_images, explain_text, get_explainer
+from ..explain.inputs import image_inputs, text_inputs
+from ..explain.vision import patch_grid_size
 from ..metrics.explanation import bootstrap_interval
-
-
-GRADIENT_METHODS = ("integrated_gradients", "input_x_gradient", "saliency")
 
 
 def summarize(values, seed: int = 0) -> dict:
@@ -37,17 +38,6 @@ def _rank_correlation(a, b) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def _explainer(method: str, forward, n_steps: int):
-    """A captum `attribute` for `method` (other methods are measured with integrated gradients)."""
-    import captum.attr
-
-    if method == "input_x_gradient":
-        return captum.attr.InputXGradient(forward).attribute, {}
-    if method == "saliency":
-        return captum.attr.Saliency(forward).attribute, {"abs": True}
-    return captum.attr.IntegratedGradients(forward).attribute, {"n_steps": n_steps}
-
-
 def sensitivity(
     model,
     inputs: dict,
@@ -57,6 +47,8 @@ def sensitivity(
     radius: float = 0.05,
     n_perturb_samples: int = 5,
     special_tokens_mask: torch.Tensor | None = None,
+    encodings=None,
+    grid_size: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
     """captum's `sensitivity_max` of a model's explanations of `targets` on one batch of `inputs`, per example.
@@ -65,48 +57,38 @@ def sensitivity(
         model (`PreTrainedModel`): a text or image classifier.
         inputs (`dict`): `input_ids` and `attention_mask` (text), or `pixel_values`.
         targets (`list[int]`): the explained class per example.
-        method (`str`): `integrated_gradients` (default; also used for non-gradient methods), `input_x_gradient`
-            or `saliency`, on the word embeddings or the pixels.
+        method (`str`, *optional*, defaults to `"integrated_gradients"`): any explainer of
+            `kd_hf.explain.registry` for the modality, on the word embeddings or the pixels.
         radius (`float`): the L∞ radius of the perturbations, in standard deviations of the inputs.
         special_tokens_mask (`torch.Tensor`, *optional*): text tokens never perturbed (besides padding).
+        encodings (*optional*): the tokenizer's encodings of a text batch: the words that occlusion replaces together.
+        grid_size (`int`, *optional*): the patch grid whose cells occlusion replaces; defaults to the model's.
     """
     from captum.metrics import sensitivity_max
 
+    modality = "image" if "pixel_values" in inputs else "text"
+    function = getattr(get_explainer(method, modality), modality)
     device = next(model.parameters()).device
     target = torch.as_tensor(targets, device=device)
-    if "pixel_values" in inputs:
-        attributed = inputs["pixel_values"].to(device).float()
-        free = torch.ones_like(attributed)
-        baseline, extra, names = torch.zeros_like(attributed), (), []
-
-        def forward(values):
-            return model(pixel_values=values).logits
-
-        reduce = (lambda a: a.sum(1)) if method != "saliency" else (lambda a: a.amax(1))
+    # rows per forward pass of integrated gradients and occlusion: the batch with all its perturbations at once
+    options = {"n_steps": n_steps, "internal_batch_size": max(256, len(target) * n_perturb_samples)}
+    if modality == "image":
+        pixels = inputs["pixel_values"].to(device).float()
+        explained = image_inputs(model, pixels, grid_size or patch_grid_size(model), **options)
+        free = torch.ones_like(explained.values)
     else:
-        ids = inputs["input_ids"].to(device)
-        mask = inputs.get("attention_mask", torch.ones_like(ids)).to(device)
+        batch = {name: value.to(device) for name, value in inputs.items()}
+        mask = batch.get("attention_mask", torch.ones_like(batch["input_ids"]))
         special = special_tokens_mask.to(device).bool() if special_tokens_mask is not None else torch.zeros_like(mask)
-        embeddings = model.get_input_embeddings()
-        with torch.no_grad():
-            attributed = embeddings(ids)
-            baseline = embeddings(torch.where(special.bool(), ids, model.config.pad_token_id or 0))
-        names = [k for k in inputs if k not in ("input_ids",)]
-        extra = tuple(inputs[k].to(device) for k in names)
-        free = (mask.bool() & ~special.bool())[..., None].to(attributed.dtype).expand_as(attributed)
-
-        def forward(values, *rest):
-            return model(inputs_embeds=values, **dict(zip(names, rest))).logits
-
-        reduce = (lambda a: a.sum(-1)) if method != "saliency" else (lambda a: a.norm(dim=-1))
+        explained = text_inputs(model, batch, special, encodings, **options)
+        free = (mask.bool() & ~special.bool())[..., None].to(explained.values.dtype).expand_as(explained.values)
+    attributed = explained.values.detach()
     scale = float(attributed[free.bool()].std()) if free.any() else 0.0
-    attribute, options = _explainer(method, forward, n_steps)
-    if "n_steps" in options:  # integrated gradients: the same baseline as `explain_text` / `explain_images`
-        options.update(baselines=baseline, internal_batch_size=max(256, len(attributed) * n_perturb_samples))
 
-    def explain(values, **kwargs):  # captum passes a tuple, and wants one back
-        values = values[0] if isinstance(values, tuple) else values
-        return (reduce(attribute(values, **kwargs)),)
+    def explain(values, target):  # captum passes a tuple, and wants one back
+        values = (values[0] if isinstance(values, tuple) else values).detach().requires_grad_(True)
+        repeated = explained.repeat(len(values) // len(attributed))
+        return (function(dataclasses.replace(repeated, values=values), target)[0],)
 
     def perturb(values, perturb_radius):
         values = values[0] if isinstance(values, tuple) else values
@@ -114,14 +96,11 @@ def sensitivity(
         noise = torch.empty_like(values).uniform_(-perturb_radius, perturb_radius)
         return values + noise * free.repeat_interleave(repeats, 0)
 
-    kwargs = {"target": target, **options}
-    if extra:
-        kwargs["additional_forward_args"] = extra
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # seeded, without side effects
         torch.manual_seed(seed)
         scores = sensitivity_max(
             explain, attributed, perturb_func=perturb, perturb_radius=radius * scale,
-            n_perturb_samples=n_perturb_samples, **kwargs,
+            n_perturb_samples=n_perturb_samples, target=target,
         )  # fmt: skip
     return scores.detach().float().cpu().numpy()
 
@@ -141,9 +120,10 @@ def text_sensitivity(model, tokenizer, texts, targets, batch_size: int = 8, max_
     values = []
     for start, encoded in text_batches(tokenizer, texts, batch_size, max_length, return_special_tokens_mask=True):
         special = encoded.pop("special_tokens_mask")
+        chunk = targets[start : start + batch_size]
         values.extend(
             sensitivity(
-                model, dict(encoded), targets[start : start + batch_size], special_tokens_mask=special, **options
+                model, dict(encoded), chunk, special_tokens_mask=special, encodings=encoded.encodings, **options
             )
         )
     return values

@@ -1,18 +1,15 @@
-"""The global report in Markdown, for `eval_report.md` and the explanation card's "Global behaviour" section."""
+"""The global report (`kd_hf.interpret.global_report`) in Markdown, for `eval_report.md` and the explanation card's
+"Global behaviour" section."""
+
+from .numbers import figure, percent
+
 
 ROLES = ("teacher", "student")
 
 
 def _number(value, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    if isinstance(value, dict):
-        return (
-            f"{value['mean']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
-            if value["n"]
-            else "–"
-        )
-    return f"{value:.{digits}f}"
+    """A rate, correlation or similarity: always `digits` decimals, even when it is a whole number."""
+    return figure(float(value) if isinstance(value, int) else value, digits)
 
 
 def global_summary(report: dict) -> str:
@@ -93,9 +90,9 @@ def global_summary(report: dict) -> str:
         lines += [f"| class | teacher's top-{k} words | student's top-{k} words | shared |", "|---|---|---|---|"]
         for name, both in importance_["classes"].items():
             words = [", ".join(w["word"] for w in both[role]) or "–" for role in ROLES]
-            lines.append(f"| {name} | {words[0]} | {words[1]} | {_percent(both['overlap'])} |")
+            lines.append(f"| {name} | {words[0]} | {words[1]} | {percent(both['overlap'])} |")
     else:
-        shared = ", ".join(f"{name}: {_percent(c['overlap'])}" for name, c in importance_["classes"].items())
+        shared = ", ".join(f"{name}: {percent(c['overlap'])}" for name, c in importance_["classes"].items())
         lines.append(f"Top-{k} patch-grid cells shared with the teacher, per class: {shared}.")
     lines += [
         "",
@@ -115,7 +112,3 @@ def global_summary(report: dict) -> str:
             "",
         ]
     return "\n".join(lines)
-
-
-def _percent(value) -> str:
-    return "–" if value is None else f"{value:.0%}"
