@@ -35,6 +35,39 @@ def _as_dict(value: dict | str | None, name: str) -> dict | None:
     return parsed  # `null` on the command line unsets a field the recipe sets
 
 
+# The number each field must hold (interval notation, or `>= a` / `> a`), with what to say when it does not; read by
+# `__post_init__` (HfArgumentParser passes field metadata on to argparse, so ranges cannot live there).
+_RANGES = {
+    "teacher_layers_stride": (">= 1", None),
+    "alpha": ("[0, 1]", "the hard-label weight"),
+    "temperature": ("> 0", "1 leaves logits unchanged"),
+    "jsd_beta": ("[0, 1]", "0 is forward KL, 1 reverse KL"),
+    "attention_relation_heads": (">= 0", "0 = automatic"),
+    "attribution_n_steps": (">= 1", None),
+    "attribution_every": (">= 1", "1 = every step"),
+    "attribution_batch_size": (">= 1", "or unset for the whole batch"),
+    "explanation_examples": (">= 0", "0 turns them off"),
+    "explanation_n_steps": (">= 2", None),
+    "card_examples": (">= 0", "0 turns them off"),
+    "global_examples": (">= 0", "0 turns the global report off"),
+    "augment_copies": (">= 0", "0 = no augmentation"),
+    "eval_split_size": ("(0, 1)", None),
+    "max_length": (">= 8", "tokens per text example"),
+    "max_train_samples": (">= 1", "leave it unset to keep every example"),
+    "max_eval_samples": (">= 1", "leave it unset to keep every example"),
+}
+
+
+def _in_range(value: float, spec: str) -> bool:
+    """Whether `value` lies in `spec`: `>= a`, `> a`, or an interval `[a, b]`, `(a, b)`, `[a, b)`, `(a, b]`."""
+    if spec.startswith(">="):
+        return value >= float(spec[2:])
+    if spec.startswith(">"):
+        return value > float(spec[1:])
+    low, high = (float(bound) for bound in spec[1:-1].split(","))
+    return (low <= value if spec[0] == "[" else low < value) and (value <= high if spec[-1] == "]" else value < high)
+
+
 def _layer_map(value: str | list[int]) -> str | list[int]:
     """`uniform`, `last`, or a list of teacher layers (from YAML, or `3,6` on the command line)."""
     if value in ("uniform", "last"):
@@ -103,7 +136,7 @@ class DistillationConfig(TrainingArguments):
         metadata={
             "help": "Precision the teacher runs in: `auto` (as loaded), `bfloat16`, `float16` or `float32`. A "
             "bfloat16 teacher halves its memory and, on GPUs and CPUs with bf16 units, cuts its share of each step "
-            "(README, Overhead); the student keeps its own precision.",
+            "(docs/benchmarks.md, Overhead); the student keeps its own precision.",
             "choices": list(TEACHER_DTYPES),
         },
     )
@@ -161,7 +194,7 @@ class DistillationConfig(TrainingArguments):
         default=2,
         metadata={
             "help": "With `model_init='teacher_layers'`: keep teacher layers k-1, 2k-1, ... (k = this stride), "
-            "so student layer m sits where teacher layer m*k does."
+            "so student layer m sits where teacher layer m*k does.",
         },
     )
     teacher_layers: list[int] | None = field(
@@ -187,11 +220,14 @@ class DistillationConfig(TrainingArguments):
         default=0.5,
         metadata={
             "help": "Weight of the hard-label cross-entropy, in [0, 1]; the distillation losses get 1 - alpha. "
-            "0 is pure distillation, 1 is plain fine-tuning."
+            "0 is pure distillation, 1 is plain fine-tuning.",
         },
     )
     temperature: float = field(
-        default=2.0, metadata={"help": "Softmax temperature of the soft-label loss, > 0 (Hinton et al. use 2 to 20)."}
+        default=2.0,
+        metadata={
+            "help": "Softmax temperature of the soft-label loss, > 0 (Hinton et al. use 2 to 20).",
+        },
     )
     divergence: str = field(
         default="forward_kl",
@@ -203,7 +239,9 @@ class DistillationConfig(TrainingArguments):
     )
     jsd_beta: float = field(
         default=0.5,
-        metadata={"help": "Interpolation of the generalised JSD, in [0, 1]: 0 is forward KL, 1 is reverse KL."},
+        metadata={
+            "help": "Interpolation of the generalised JSD, in [0, 1]: 0 is forward KL, 1 is reverse KL.",
+        },
     )
     layer_map: str = field(
         default="uniform",
@@ -233,7 +271,7 @@ class DistillationConfig(TrainingArguments):
         default=0,
         metadata={
             "help": "Relation heads for `attention_heads: relation`, dividing both hidden sizes; 0 picks the "
-            "gcd of the two head counts."
+            "gcd of the two head counts.",
         },
     )
     hidden_state_loss: str = field(
@@ -267,12 +305,14 @@ class DistillationConfig(TrainingArguments):
         default=8,
         metadata={
             "help": "Gauss-Legendre points of `attribution_method: integrated_gradients` (>= 1); each costs a forward "
-            "and a double backward of the batch."
+            "and a double backward of the batch.",
         },
     )
     attribution_every: int = field(
         default=1,
-        metadata={"help": "Apply the `attribution` loss every N optimizer steps (>= 1); it costs a double backward."},
+        metadata={
+            "help": "Apply the `attribution` loss every N optimizer steps (>= 1); it costs a double backward.",
+        },
     )
     attribution_batch_size: int | None = field(
         default=None,
@@ -280,7 +320,7 @@ class DistillationConfig(TrainingArguments):
             "help": "Examples of each training batch (per device) whose attributions are matched: the first N of the "
             "shuffled batch, so that every example takes part over the run (default: all). The double backward, and "
             "the interpolation points of `integrated_gradients`, then run on N examples; the loss is scaled to "
-            "estimate the whole batch's."
+            "estimate the whole batch's.",
         },
     )
     teacher_cache: bool = field(
@@ -320,7 +360,7 @@ class DistillationConfig(TrainingArguments):
         default=20,
         metadata={
             "help": "Eval examples that teacher and student both explain in the final report and the card (0 skips "
-            "explanations)."
+            "explanations).",
         },
     )
     explanation_method: str = field(
@@ -335,16 +375,20 @@ class DistillationConfig(TrainingArguments):
         },
     )
     explanation_n_steps: int = field(
-        default=32, metadata={"help": "Integration steps of `integrated_gradients` in the final report (>= 2)."}
+        default=32,
+        metadata={"help": "Integration steps of `integrated_gradients` in the final report (>= 2)."},
     )
     card_examples: int = field(
-        default=3, metadata={"help": "Example explanations shown in the card and offered by the Space (>= 0)."}
+        default=3,
+        metadata={
+            "help": "Example explanations shown in the card and offered by the Space (>= 0).",
+        },
     )
     global_examples: int = field(
         default=0,
         metadata={
             "help": "Eval examples of the final report's global view of teacher and student (feature importance, "
-            "surrogate rules, representations, robustness of explanations), shown in the card; 0 skips it (>= 0)."
+            "surrogate rules, representations, robustness of explanations), shown in the card; 0 skips it (>= 0).",
         },
     )
     card_license: str | None = field(
@@ -422,7 +466,7 @@ class DistillationConfig(TrainingArguments):
         metadata={
             "help": "Text distillation: add this many TinyBERT-style variants of each training text (words replaced by "
             "their nearest neighbours in the teacher's embedding space, or masked), which learn from the teacher's "
-            "soft labels alone (`kd_hf.data.augment`); 0 adds none."
+            "soft labels alone (`kd_hf.data.augment`); 0 adds none.",
         },
     )
     augment_word_prob: float = field(
@@ -440,14 +484,28 @@ class DistillationConfig(TrainingArguments):
         },
     )
     eval_split_size: float = field(
-        default=0.1, metadata={"help": "Fraction of the train split held out when `eval_split` is missing, in (0, 1)."}
+        default=0.1,
+        metadata={
+            "help": "Fraction of the train split held out when `eval_split` is missing, in (0, 1).",
+        },
     )
-    max_length: int = field(default=128, metadata={"help": "Maximum tokens per text example (truncation), >= 8."})
+    max_length: int = field(
+        default=128,
+        metadata={
+            "help": "Maximum tokens per text example (truncation), >= 8.",
+        },
+    )
     max_train_samples: int | None = field(
-        default=None, metadata={"help": "Keep at most this many training examples (>= 1)."}
+        default=None,
+        metadata={
+            "help": "Keep at most this many training examples (>= 1).",
+        },
     )
     max_eval_samples: int | None = field(
-        default=None, metadata={"help": "Keep at most this many eval examples (>= 1)."}
+        default=None,
+        metadata={
+            "help": "Keep at most this many eval examples (>= 1).",
+        },
     )
 
     # Output folder.
@@ -486,11 +544,20 @@ class DistillationConfig(TrainingArguments):
             if self.teacher_weights is not None and len(self.teacher_weights) != len(self.teachers):
                 raise ValueError(f"`teacher_weights` needs one weight per teacher ({len(self.teachers)}).")
 
-        # Fields with `choices` (divergence, model_init, attention_heads, ...) hold one of them.
+        # Fields with `choices` (divergence, model_init, ...) hold one of them; fields of `_RANGES` (alpha,
+        # temperature, the step counts, ...) hold a number within theirs (or None where the field is optional).
         for own in dataclasses.fields(self):
-            allowed = own.metadata.get("choices") if own.name in _OWN_FIELDS else None
-            if allowed and getattr(self, own.name) not in allowed:
-                raise ValueError(f"`{own.name}` must be one of {allowed}, got {getattr(self, own.name)!r}.")
+            if own.name not in _OWN_FIELDS:
+                continue
+            value, allowed = getattr(self, own.name), own.metadata.get("choices")
+            spec, hint = _RANGES.get(own.name, (None, None))
+            if allowed and value not in allowed:
+                raise ValueError(f"`{own.name}` must be one of {allowed}, got {value!r}.")
+            if spec and value is not None and not _in_range(value, spec):
+                raise ValueError(
+                    f"`{own.name}` must be {'in ' if spec[0] in '[(' else ''}{spec}, got {value}"
+                    + (f"; {hint}." if hint else ".")
+                )
 
         loaded_dtype = (self.teacher_model_init_kwargs or {}).get("dtype")
         if self.teacher_dtype != "auto" and loaded_dtype not in (None, "auto", self.teacher_dtype):
@@ -514,15 +581,7 @@ class DistillationConfig(TrainingArguments):
             )
         if any(weight < 0 for weight in self.loss_weights):
             raise ValueError(f"`loss_weights` must be >= 0, got {self.loss_weights}.")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"`alpha` (hard-label weight) must be in [0, 1], got {self.alpha}.")
-        if not self.temperature > 0:
-            raise ValueError(f"`temperature` must be > 0, got {self.temperature}; 1 leaves logits unchanged.")
-        if not 0.0 <= self.jsd_beta <= 1.0:
-            raise ValueError(f"`jsd_beta` must be in [0, 1] (0 forward KL, 1 reverse KL), got {self.jsd_beta}.")
         self.layer_map = _layer_map(self.layer_map)
-        if self.augment_copies < 0:
-            raise ValueError(f"`augment_copies` must be >= 0 (0 = no augmentation), got {self.augment_copies}.")
         if not (0 <= self.augment_word_prob and 0 <= self.augment_mask_prob and
                 self.augment_word_prob + self.augment_mask_prob <= 1):  # fmt: skip
             raise ValueError(
@@ -533,18 +592,6 @@ class DistillationConfig(TrainingArguments):
             raise ValueError("A transfer set (`transfer_dataset_name`) adds texts; leave it out for images.")
         if self.augment_copies and self.is_image_task:
             raise ValueError("`augment_copies` augments texts; leave it at 0 for images.")
-        if self.attribution_n_steps < 1:
-            raise ValueError(f"`attribution_n_steps` must be >= 1, got {self.attribution_n_steps}.")
-        if self.attribution_every < 1:
-            raise ValueError(f"`attribution_every` must be >= 1 (1 = every step), got {self.attribution_every}.")
-        if self.attribution_batch_size is not None and self.attribution_batch_size < 1:
-            raise ValueError(
-                f"`attribution_batch_size` must be >= 1 (or unset for the whole batch), got {self.attribution_batch_size}."
-            )
-        if self.attention_relation_heads < 0:
-            raise ValueError(
-                f"`attention_relation_heads` must be >= 0 (0 = automatic), got {self.attention_relation_heads}."
-            )
         if self.model_init == "teacher_layers" and self.teacher_model_name_or_path is None:
             raise ValueError("`model_init='teacher_layers'` copies teacher layers: set `teacher_model_name_or_path`.")
         if self.model_init == "config" and self.model_name_or_path is None and self.teacher_model_name_or_path is None:
@@ -563,8 +610,6 @@ class DistillationConfig(TrainingArguments):
             )
         if self.prune_vocabulary and self.is_image_task:
             raise ValueError("`prune_vocabulary` cuts a text vocabulary; leave it false for images.")
-        if self.teacher_layers_stride < 1:
-            raise ValueError(f"`teacher_layers_stride` must be >= 1, got {self.teacher_layers_stride}.")
         if self.teacher_layers is not None and (not self.teacher_layers or min(self.teacher_layers) < 0):
             raise ValueError(
                 f"`teacher_layers` must be a non-empty list of 0-based layer indices, got {self.teacher_layers}."
@@ -574,23 +619,6 @@ class DistillationConfig(TrainingArguments):
                 "`merge_adapter: false` saves the adapter alone, which needs its base weights on disk or the Hub: use "
                 "`model_init: checkpoint` with `model_name_or_path`, or keep `merge_adapter: true`."
             )
-        if self.explanation_examples < 0 or self.card_examples < 0:
-            raise ValueError("`explanation_examples` and `card_examples` must be >= 0 (0 turns them off).")
-        if self.global_examples < 0:
-            raise ValueError(
-                f"`global_examples` must be >= 0 (0 turns the global report off), got {self.global_examples}."
-            )
-        if self.explanation_n_steps < 2:
-            raise ValueError(f"`explanation_n_steps` must be >= 2, got {self.explanation_n_steps}.")
-        if not 0.0 < self.eval_split_size < 1.0:
-            raise ValueError(f"`eval_split_size` must be in (0, 1), got {self.eval_split_size}.")
-        if self.max_length < 8:
-            raise ValueError(f"`max_length` must be >= 8 tokens, got {self.max_length}.")
-        for name in ("max_train_samples", "max_eval_samples"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(
-                    f"`{name}` must be >= 1, got {getattr(self, name)}; leave it unset to keep every example."
-                )
         if not self.text_columns and self.image_column is None:
             raise ValueError("Set `text_columns` (text classification) or `image_column` (image classification).")
         if len(self.text_columns) > 2 and self.image_column is None:

@@ -192,44 +192,12 @@ def evaluate_student(
     if config is None:
         config = DistillationConfig(output_dir=output_dir, dataset_name=dataset_name, report_to=[], **data_fields)
     image = config.is_image_task
-    if isinstance(student, str):
-        student_name, student, student_processor = (
-            student,
-            load_model(student, image).eval(),
-            load_processor(student, image),
-        )
-    else:
-        student_name = student_name or student.config.name_or_path
-    if isinstance(teacher, str):
-        teacher_name, teacher, teacher_processor = (
-            teacher,
-            load_model(teacher, image).eval(),
-            load_processor(teacher, image),
-        )
-    elif isinstance(teacher, EnsembleTeacher):
-        teacher_name = " + ".join(teacher.names)
-    else:
-        teacher_name = teacher.config.name_or_path if teacher is not None else None
-
+    student_name, student, student_processor = _loaded(student, student_processor, student_name, image)
+    teacher_name, teacher, teacher_processor = _loaded(teacher, teacher_processor, None, image)
     _, evaluation = load_raw_datasets(config)
     if evaluation is None:
         raise ValueError("Nothing to evaluate on: set `eval_split` (or keep `eval_split_size` > 0).")
-    if image:
-        processed = preprocess_images(
-            evaluation, student_processor, teacher_processor if teacher is not None else None,
-            image_column=config.image_column, label_column=config.label_column,
-            num_channels=getattr(student.config, "num_channels", 3),
-            teacher_num_channels=getattr(teacher.config, "num_channels", 3) if teacher is not None else None,
-        )  # fmt: skip
-        collator = default_data_collator
-    else:
-        processed = tokenize_for_pair(
-            evaluation, student_processor, teacher_processor if teacher is not None else None,
-            text_columns=config.text_columns, label_column=config.label_column, max_length=config.max_length,
-        )  # fmt: skip
-        collator = DistillationDataCollator(
-            student_processor, teacher_processor if "teacher_input_ids" in processed.column_names else None
-        )
+    processed, collator = _processed(config, evaluation, student, teacher, student_processor, teacher_processor)
     loader = DataLoader(processed, batch_size=64, collate_fn=collator)
     labels = np.asarray(processed["labels"])
     label_names = [student.config.id2label[i] for i in range(student.config.num_labels)]
@@ -270,28 +238,14 @@ def evaluate_student(
             "teacher": confusion_matrix(labels, teacher_logits.argmax(-1).numpy(), labels=range(len(label_names))),
             **matrices,
         }
-        s, t = results["student"], results["teacher"]
-        s["top1_agreement"] = float(top1_agreement(student_logits, teacher_logits).mean())
-        s["predictive_kl"] = float(predictive_kl(student_logits, teacher_logits).mean())
-        s["compression"] = t["parameters"] / s["parameters"]
-        s["speedup"] = {key: t["latency_ms"][key] / s["latency_ms"][key] for key in s["latency_ms"]}
+        results["student"].update(_fidelity(results["student"], results["teacher"], student_logits, teacher_logits))
+        pair = (config, evaluation, student, teacher, student_processor, teacher_processor)
         if explanation_examples > 0 and isinstance(teacher, EnsembleTeacher):
             logger.info("Several teachers: no explanations to compare (each teacher explains on its own).")
         elif explanation_examples > 0:
-            comparison, shown, inputs = explain_sample(
-                config, evaluation, student, teacher, student_processor, teacher_processor,
-                explanation_examples, explanation_method, explanation_n_steps,
-            )  # fmt: skip
-            if comparison is not None:
-                results["explanations"] = _write_explanations(comparison, output_dir, shown, inputs)
-            if comparison is not None and trained_method not in (None, explanation_method):
-                trained, _, _ = explain_sample(
-                    config, evaluation, student, teacher, student_processor, teacher_processor,
-                    explanation_examples, trained_method, explanation_n_steps,
-                )  # fmt: skip
-                results["explanations"]["trained_method"] = {
-                    "method": trained_method, "agreement": trained["agreement"],
-                }  # fmt: skip
+            results["explanations"] = _explanations(
+                pair, output_dir, explanation_examples, explanation_method, explanation_n_steps, trained_method
+            )
         if global_examples > 0:
             from .interpret.report import global_report_of_split
 
@@ -302,6 +256,59 @@ def evaluate_student(
     _plot_confusion_matrices(matrices, label_names, os.path.join(output_dir, "confusion_matrix.png"))
     write_results(results, output_dir)
     return results
+
+
+def _loaded(model, processor, name: str | None, image: bool) -> tuple[str | None, object, object]:
+    """`(name, model, processor)` of a model given as a folder or Hub id (loaded here) or already loaded."""
+    if isinstance(model, str):
+        return model, load_model(model, image).eval(), load_processor(model, image)
+    if isinstance(model, EnsembleTeacher):
+        return " + ".join(model.names), model, processor
+    if model is None:
+        return None, None, processor
+    return name or model.config.name_or_path, model, processor
+
+
+def _processed(config, evaluation, student, teacher, student_processor, teacher_processor):
+    """The evaluation split preprocessed for both models, and the collator of its batches."""
+    teacher_processor = teacher_processor if teacher is not None else None
+    if config.is_image_task:
+        processed = preprocess_images(
+            evaluation, student_processor, teacher_processor,
+            image_column=config.image_column, label_column=config.label_column,
+            num_channels=getattr(student.config, "num_channels", 3),
+            teacher_num_channels=getattr(teacher.config, "num_channels", 3) if teacher is not None else None,
+        )  # fmt: skip
+        return processed, default_data_collator
+    processed = tokenize_for_pair(
+        evaluation, student_processor, teacher_processor,
+        text_columns=config.text_columns, label_column=config.label_column, max_length=config.max_length,
+    )  # fmt: skip
+    teacher_inputs = "teacher_input_ids" in processed.column_names
+    return processed, DistillationDataCollator(student_processor, teacher_processor if teacher_inputs else None)
+
+
+def _fidelity(student: dict, teacher: dict, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> dict:
+    """How closely the student follows the teacher, and how much smaller and faster it is."""
+    return {
+        "top1_agreement": float(top1_agreement(student_logits, teacher_logits).mean()),
+        "predictive_kl": float(predictive_kl(student_logits, teacher_logits).mean()),
+        "compression": teacher["parameters"] / student["parameters"],
+        "speedup": {key: teacher["latency_ms"][key] / student["latency_ms"][key] for key in student["latency_ms"]},
+    }
+
+
+def _explanations(pair: tuple, output_dir: str, n: int, method: str, n_steps: int, trained_method: str | None):
+    """Both models' explanations of `n` examples compared (and written), and also by the method the student was
+    trained to match when it is another one; None where the pair cannot be compared."""
+    comparison, shown, inputs = explain_sample(*pair, n, method, n_steps)
+    if comparison is None:
+        return None
+    explanations = _write_explanations(comparison, output_dir, shown, inputs)
+    if trained_method not in (None, method):
+        trained, _, _ = explain_sample(*pair, n, trained_method, n_steps)
+        explanations["trained_method"] = {"method": trained_method, "agreement": trained["agreement"]}
+    return explanations
 
 
 def _write_explanations(comparison: dict, output_dir: str, shown, images=None) -> dict:

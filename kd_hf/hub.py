@@ -350,7 +350,8 @@ def push_student(
     Raises:
         `HubIdError` (a `ValueError`): `repo_id`, `space_id`, `teacher_repo_id` or the card's teacher is not a valid
             repo id; nothing was sent.
-        `ValueError`: a Space was asked for with a local teacher kept local (`push_teacher=False`); nothing was sent.
+        `ValueError`: a Space was asked for with a local teacher kept local (`push_teacher=False`), or
+            `teacher_repo_id` names a repo that does not exist for a teacher whose folder is gone; nothing was sent.
         `FileNotFoundError`: the folder, or a local teacher's folder, holds no safetensors weights.
         `ConnectionError`: the Hub could not be reached, or did not answer in time; nothing local was changed.
     """
@@ -391,39 +392,9 @@ def push_student(
             _space_files(space_dir, repo_id, card)
         for index, (source, hub_id) in enumerate(uploads):
             _teacher_files(source, os.path.join(staging, f"teacher-{index}"), hub_id, card)
-        # Deleting what matches "*" and is not uploaded again makes the published files the repo's whole content.
-        urls = {}
         try:
             with _answer_within(timeout):
-                for source, hub_id in plan:
-                    if source["hub_id"] is None and hub_id and not source.get("folder"):
-                        if not api.repo_exists(hub_id):
-                            raise FileNotFoundError(
-                                f"The teacher's repo {hub_id!r} (`--teacher-repo-id`) does not exist on {api.endpoint}"
-                                "; publish the teacher there first. Nothing was sent."
-                            )
-                for index, (_, hub_id) in enumerate(uploads):  # first, so that the student's links resolve
-                    urls["teacher" if len(uploads) == 1 else f"teacher-{index + 1}"] = str(
-                        api.create_repo(hub_id, private=private, exist_ok=True)
-                    )
-                    api.upload_folder(
-                        repo_id=hub_id, folder_path=os.path.join(staging, f"teacher-{index}"),
-                        commit_message=f"Upload the teacher of {repo_id} with kd_hf", delete_patterns="*",
-                    )  # fmt: skip
-                model_url = api.create_repo(repo_id, private=private, exist_ok=True)
-                api.upload_folder(
-                    repo_id=repo_id, folder_path=model_dir, commit_message=commit_message, delete_patterns="*"
-                )
-                urls = {"model": str(model_url), **urls}
-                if space_id is not None:
-                    space_url = api.create_repo(
-                        space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True
-                    )
-                    api.upload_folder(
-                        repo_id=space_id, repo_type="space", folder_path=space_dir, commit_message=commit_message,
-                        delete_patterns="*",
-                    )  # fmt: skip
-                    urls["space"] = str(space_url)
+                urls = _upload(api, staging, plan, repo_id, space_id, private, commit_message)
         except HUB_ERRORS as error:
             # httpx's ConnectTimeout, ReadTimeout, WriteTimeout and PoolTimeout (httpx or httpx2, by hub version).
             timed_out = "Timeout" in type(error).__name__
@@ -434,6 +405,44 @@ def push_student(
                 "repeated push updates the repos in place."
             ) from error
     logger.info("Pushed %s to %s", folder, ", ".join(urls.values()))
+    return urls
+
+
+def _upload(api: HfApi, staging: str, plan: list, repo_id: str, space_id: str | None, private: bool,
+            commit_message: str) -> dict[str, str]:  # fmt: skip
+    """Send what `push_student` staged: each local teacher first (so that the student's links resolve), the model,
+    then the Space. Deleting what matches "*" and is not uploaded again makes the published files each repo's whole
+    content. A teacher published earlier (`teacher_repo_id`, no folder) must exist."""
+    for source, hub_id in plan:
+        if source["hub_id"] is None and hub_id and not source.get("folder") and not api.repo_exists(hub_id):
+            raise ValueError(  # not an OSError: the push reports it as it is, not as a network failure
+                f"The teacher's repo {hub_id!r} (`--teacher-repo-id`) does not exist on {api.endpoint}; publish the "
+                "teacher there first. Nothing was sent."
+            )
+    uploads = [hub_id for source, hub_id in plan if hub_id and source.get("folder")]
+    urls = {}
+    for index, hub_id in enumerate(uploads):
+        urls["teacher" if len(uploads) == 1 else f"teacher-{index + 1}"] = str(
+            api.create_repo(hub_id, private=private, exist_ok=True)
+        )
+        api.upload_folder(
+            repo_id=hub_id, folder_path=os.path.join(staging, f"teacher-{index}"),
+            commit_message=f"Upload the teacher of {repo_id} with kd_hf", delete_patterns="*",
+        )  # fmt: skip
+    model_url = api.create_repo(repo_id, private=private, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id, folder_path=os.path.join(staging, "model"), commit_message=commit_message,
+        delete_patterns="*",
+    )  # fmt: skip
+    urls = {"model": str(model_url), **urls}
+    if space_id is not None:
+        urls["space"] = str(
+            api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        )
+        api.upload_folder(
+            repo_id=space_id, repo_type="space", folder_path=os.path.join(staging, "space"),
+            commit_message=commit_message, delete_patterns="*",
+        )  # fmt: skip
     return urls
 
 

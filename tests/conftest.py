@@ -118,9 +118,10 @@ def make_vit():
     return make
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def text_dataset(minilm_tokenizer):
-    """32 tokenised training and 16 evaluation examples for the tiny BERT models."""
+    """32 tokenised training and 16 evaluation examples for the tiny BERT models, built once (half a second each time):
+    `map`, `select`, `with_transform` return new datasets; no test may change these in place (`set_format`)."""
     import datasets
 
     from kd_hf.data import tokenize_for_pair

@@ -230,6 +230,7 @@ def test_prepare_datasets_tokenizes_both_splits_with_named_labels(minilm_tokeniz
     assert label_names(train) == ["rotten", "fresh"]
 
 
+@pytest.mark.slow
 def test_prepare_datasets_preprocesses_images_for_an_image_recipe():
     args = recipe(dataset_name="offline:mnist", image_column="image", max_train_samples=8, max_eval_samples=4)
     processor = default_image_processor(ViTConfig(image_size=28, num_channels=1))

@@ -55,6 +55,7 @@ def test_internal_losses_are_refused_with_several_teachers(make_bert, distill_ar
         )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_teacher_cache_covers_the_ensemble(make_bert, distill_args, text_dataset, minilm_tokenizer):
     train, evaluation = text_dataset
     teachers = [make_bert(seed=1), make_bert(seed=2)]

@@ -46,6 +46,7 @@ def test_create_repo_conflicts_unless_exist_ok(hub_server):
     assert hub_server.files(f"{USER}/tiny") == {}
 
 
+@pytest.mark.slow
 def test_model_round_trip_through_transformers(hub_server, tmp_path, make_bert, word_tokenizer):
     api, repo_id = HfApi(), "someone/tiny-bert"
     save_tiny_classifier(tmp_path / "v1", make_bert, word_tokenizer, seed=0)

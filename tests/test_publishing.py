@@ -164,7 +164,7 @@ def test_a_teacher_folder_that_is_gone_is_named_with_the_fix(hub_server, rt_stud
     assert str(rt_teacher) in message and "--teacher-repo-id me/teacher" in message and "Nothing was sent" in message
     assert hub_server.requests == []
     # Published by hand earlier: `--teacher-repo-id` names it, once the Hub confirms it exists.
-    with pytest.raises(SystemExit, match="does not exist"):
+    with pytest.raises(SystemExit, match=r"^The teacher's repo 'kd-hf-tester/t' .*does not exist"):
         main(["push", str(rt_student), "--repo-id", REPO, "--space-id", SPACE, "--teacher-repo-id", "kd-hf-tester/t"])
     main(["push", str(rt_student), "--repo-id", "kd-hf-tester/t", "--no-teacher"])  # any model repo will do here
     main(["push", str(rt_student), "--repo-id", REPO, "--space-id", SPACE, "--teacher-repo-id", "kd-hf-tester/t"])

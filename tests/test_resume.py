@@ -102,6 +102,7 @@ def run_args(tmp_path):
 # Item 4: every weight comes back.
 
 
+@pytest.mark.slow
 def test_distillation_resumes_a_bert_student_exactly(make_bert, text_dataset, run_args, minilm_tokenizer):
     straight, resumed = _interrupted_and_resumed(
         lambda: make_bert(seed=2), lambda: make_bert(layers=4, seed=1), run_args, text_dataset,
@@ -110,6 +111,7 @@ def test_distillation_resumes_a_bert_student_exactly(make_bert, text_dataset, ru
     _assert_same_weights(straight, resumed)
 
 
+@pytest.mark.slow
 def test_distillation_resumes_a_vit_student_exactly(make_vit, digits, run_args):
     straight, resumed = _interrupted_and_resumed(
         lambda: make_vit(layers=1, hidden=16, seed=2), lambda: make_vit(seed=1), run_args, digits,
@@ -156,6 +158,7 @@ def test_kd_hf_train_resumes_exactly(tmp_path, model_config):
     _assert_same_weights(_weights(straight.model), _weights(resumed.model))
 
 
+@pytest.mark.slow
 def test_the_best_vit_checkpoint_comes_back_whole(make_vit, digits, run_args):
     from transformers import ViTForImageClassification
 
