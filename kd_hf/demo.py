@@ -16,9 +16,9 @@ the card's diverging scale (`kd_hf.explain.explanation.DIVERGING_CMAP`). Visitor
 local folder by its name alone: never a path on the server, nor an exception (those go to the server's log).
 
 API (e.g. `gradio_client.Client(url).predict(text, "integrated_gradients", 16, api_name="/explain_text")`):
-`/explain_text (text, method, steps)` and `/explain_image (image, method, steps)` return
-`(message, teacher label, student label, teacher attribution, student attribution, figures, deletion curves)`, the
-figures a table (`{"headers": ["metric", "teacher", "student"], "data": [...]}`, no teacher column without a
+`/explain_text (text, method, steps)` and `/explain_image (image, method, steps)` return the fields of `Answer`
+in order (`Answer(*client.predict(...))` reads them by name: message, teacher and student labels and attributions,
+figures, deletion curves), the figures a table (`{"headers": ["metric", "teacher", "student"], "data": [...]}`, no teacher column without a
 teacher); `/status` returns what was loaded (or why nothing could be).
 """
 
@@ -28,6 +28,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -75,6 +76,20 @@ class _Model:
     model: object
     processor: object
     image: bool
+
+
+class Answer(NamedTuple):
+    """What an explanation request returns: one value per output of the page (and of the `/explain_*` endpoints), in
+    this order. Roles the demo does not show (no teacher) and every output but the message after a bad input are
+    None."""
+
+    message: str
+    teacher_label: dict | None  # {class: probability}
+    student_label: dict | None
+    teacher: Any  # word highlights [(word, score)] or a heatmap overlay (an RGB array)
+    student: Any
+    figures: Any  # the agreement / latency / deletion-AUC table (a DataFrame)
+    deletion: Any  # the deletion curves of both models (a DataFrame)
 
 
 class _BadInput(Exception):
@@ -426,15 +441,15 @@ class _Explainer:
         return " ".join([*notes, summary]), _table(report, pair, unit), curves
 
     @staticmethod
-    def _failure(message: str) -> tuple:
+    def _failure(message: str) -> Answer:
         """The answer to a bad input: the message, and every other output cleared."""
         import gradio as gr
 
         gr.Warning(message)
-        return f"⚠️ {message}", None, None, None, None, None, None
+        return Answer(f"⚠️ {message}", *[None] * (len(Answer._fields) - 1))
 
-    def explain_text(self, text: str, method: str, steps: int):
-        """Explain `text` with both models: `(message, labels, word attributions, agreement, deletion curves)`."""
+    def explain_text(self, text: str, method: str, steps: int) -> Answer:
+        """Explain `text` with both models: their predictions, word attributions, figures and deletion curves."""
         try:
             method, steps = _settings(method, steps)
             text = (text if isinstance(text, str) else "").strip()
@@ -471,10 +486,11 @@ class _Explainer:
         message, table, curves = self._report(method, runs, len(words), "words", [])
         labels = [run and run["prediction"] for run in runs.values()]
         highlights = [run and _highlights(words, run["normalized"]) for run in runs.values()]
-        return message, *labels, *highlights, table, curves
+        return Answer(message, *labels, *highlights, table, curves)
 
-    def explain_image(self, upload: dict | None, method: str, steps: int):
-        """Explain an uploaded image with both models: `(message, labels, heatmap overlays, agreement, deletion)`."""
+    def explain_image(self, upload: dict | None, method: str, steps: int) -> Answer:
+        """Explain an uploaded image with both models: their predictions, heatmap overlays, figures and deletion
+        curves."""
         from .explain.vision import patch_grid_size
 
         notes = []
@@ -504,7 +520,7 @@ class _Explainer:
             }  # fmt: skip
         message, table, curves = self._report(method, runs, grid * grid, f"cells ({grid}×{grid})", notes)
         labels = [run and run["prediction"] for run in runs.values()]
-        return message, *labels, overlays["teacher"], overlays["student"], table, curves
+        return Answer(message, *labels, overlays["teacher"], overlays["student"], table, curves)
 
 
 def show_steps(method: str):
@@ -553,10 +569,16 @@ def build_demo(student: str, teacher: str | None = None):
             gr.api(why, api_name="status")
         return demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUE)
 
-    image = student_model.image
-    explainer = _Explainer(student_model, teacher_model)
-    header = _header(student_model, teacher_model, notes)
-    examples = _examples(student, card, image)
+    return _page(_Explainer(student_model, teacher_model), _header(student_model, teacher_model, notes),
+                 _examples(student, card, student_model.image))  # fmt: skip
+
+
+def _page(explainer: _Explainer, header: str, examples: list):
+    """The page of a loaded pair: the input, the method, then both models' answers side by side (`Answer`'s
+    outputs), with the explanation endpoints and `/status`."""
+    import gradio as gr
+
+    image, has_teacher = explainer.student.image, explainer.teacher is not None
     with gr.Blocks(title="kd_hf: teacher vs student explanations") as demo:
         gr.Markdown(header)
         with gr.Row():
@@ -577,11 +599,10 @@ def build_demo(student: str, teacher: str | None = None):
                     visible=EXPLAINERS[DEFAULT_METHOD].takes_n_steps,
                 )  # fmt: skip
                 button = gr.Button("Explain", variant="primary")
-        status = gr.Markdown()
-        outputs = {}
+        outputs = {"message": gr.Markdown()}
         with gr.Row():
             for role in ("teacher", "student"):
-                with gr.Column(visible=role == "student" or teacher_model is not None):
+                with gr.Column(visible=role == "student" or has_teacher):
                     outputs[f"{role}_label"] = gr.Label(label=f"{role.title()} prediction", num_top_classes=5)
                     if image:
                         outputs[role] = gr.Image(
@@ -593,11 +614,11 @@ def build_demo(student: str, teacher: str | None = None):
                             show_legend=True, combine_adjacent=False,
                         )  # fmt: skip
         with gr.Row():
-            figures = gr.Dataframe(
-                headers=["metric", "teacher", "student"] if teacher_model is not None else ["metric", "student"],
+            outputs["figures"] = gr.Dataframe(
+                headers=["metric", "teacher", "student"] if has_teacher else ["metric", "student"],
                 label="Agreement, latency, deletion AUC", interactive=False, wrap=True,
             )  # fmt: skip
-            deletion = gr.LinePlot(
+            outputs["deletion"] = gr.LinePlot(
                 x="fraction removed", y="probability", color="model", y_lim=[0, 1], label="Deletion curves",
                 title="Class probability as top-ranked features are removed",
             )  # fmt: skip
@@ -605,8 +626,7 @@ def build_demo(student: str, teacher: str | None = None):
             gr.Examples(
                 [[example] for example in examples], inputs=[source], label="From the card", cache_examples=False
             )
-        ordered = [status, outputs["teacher_label"], outputs["student_label"], outputs["teacher"], outputs["student"]]
-        ordered += [figures, deletion]
+        ordered = [outputs[name] for name in Answer._fields]
         function = explainer.explain_image if image else explainer.explain_text
         name = "explain_image" if image else "explain_text"
         # no preprocessing: the functions check the values themselves and answer bad ones with a message

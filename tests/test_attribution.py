@@ -161,6 +161,7 @@ def test_attribution_loss_is_zero_for_a_copy_and_trains_only_the_student(
     assert all(p.grad is None for p in teacher.parameters())
 
 
+@pytest.mark.slow
 def test_attribution_every_n_steps(make_bert, text_dataset, distill_args, minilm_tokenizer):
     from kd_hf.data import DistillationDataCollator
 

@@ -305,6 +305,7 @@ def test_comparing_no_examples_is_refused(make_bert, minilm_tokenizer):
         compare_explanations(make_bert(seed=1), make_bert(seed=2), [], minilm_tokenizer)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("modality", ["text", "image"])
 def test_the_teachers_explanations_come_back_from_the_disk_cache_equal(
     make_bert, make_vit, minilm_tokenizer, monkeypatch, modality

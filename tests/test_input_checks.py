@@ -65,6 +65,7 @@ def no_training(monkeypatch):
 # 10. Unlabelled examples train on the soft labels alone.
 
 
+@pytest.mark.slow
 def test_unlabelled_transfer_set_trains_on_soft_labels_without_nan(
     make_bert, text_dataset, distill_args, minilm_tokenizer
 ):
@@ -165,6 +166,7 @@ def test_train_without_labels_says_that_it_needs_them(tiny_text_project, tmp_pat
 # 11. A non-finite loss stops training at once.
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_at_the_first_step_naming_the_part(
     make_bert, text_dataset, distill_args, minilm_tokenizer
 ):
@@ -181,6 +183,7 @@ def test_non_finite_loss_stops_at_the_first_step_naming_the_part(
     assert all(torch.equal(before[k], v) for k, v in student.state_dict().items())
 
 
+@pytest.mark.slow
 def test_non_finite_inputs_are_named(make_vit, distill_args):
     teacher, student = make_vit(seed=1), make_vit(seed=2)
     pixels = torch.randn(8, 1, 8, 8)

@@ -113,6 +113,7 @@ def _constant(model):
     return model
 
 
+@pytest.mark.slow
 def test_explanation_sensitivity_is_zero_for_a_constant_model(make_bert, make_vit, minilm_tokenizer):
     texts = ["a good and moving film", "dull"]
     options = dict(n_steps=4, n_perturb_samples=3)

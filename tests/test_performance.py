@@ -43,6 +43,7 @@ class SavedTensors:
         self.hooks.__exit__(*exc)
 
 
+@pytest.mark.slow
 def test_bf16_teacher_trains_a_fp32_student(make_bert, text_dataset, distill_args, minilm_tokenizer):
     teacher, student = make_bert(seed=1), make_bert(seed=2)
     before = {k: v.clone() for k, v in student.state_dict().items()}
@@ -127,6 +128,7 @@ def _count_calls(model):
     return calls
 
 
+@pytest.mark.slow
 def test_cache_is_off_for_a_dataset_with_a_random_transform(
     make_bert, text_dataset, distill_args, minilm_tokenizer, caplog
 ):
