@@ -20,6 +20,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..explain.explanation import NEGATIVE_RGB, POSITIVE_RGB, diverging_cmap
 from ..report.numbers import percent
 
 
@@ -119,7 +120,7 @@ def plot_word_importance(importance: dict, path: str, k: int = 10) -> None:
         for axis, role in zip(row, ("teacher", "student")):
             words = both[role][:k][::-1]
             scores = [w["score"] for w in words]
-            colours = ["tab:green" if score >= 0 else "tab:red" for score in scores]
+            colours = [_rgb(POSITIVE_RGB if score >= 0 else NEGATIVE_RGB) for score in scores]  # the card's scale
             axis.barh([w["word"] for w in words], scores, color=colours)
             if not words:
                 axis.text(0.5, 0.5, "no example predicted as this class", ha="center", transform=axis.transAxes)
@@ -155,9 +156,15 @@ def plot_grid_importance(importance: dict, images: dict, path: str) -> None:
             if image is not None:
                 axis.imshow(image, cmap="gray", extent=extent)
             scale = np.abs(grid).max() or 1.0
-            axis.imshow(grid, cmap="bwr", vmin=-scale, vmax=scale, alpha=0.6, extent=extent)
+            axis.imshow(grid, cmap=diverging_cmap(), vmin=-scale, vmax=scale, alpha=0.6, extent=extent)
             axis.set_title(f"{role} {name}" + (f"\n{percent(both['overlap'])}" if row == 0 else ""), fontsize=8)
-    figure.suptitle("mean attribution per class (red pushes to the class; overlap = top-k cells shared)", fontsize=9)
+    figure.suptitle(
+        "mean attribution per class (red pushes to the class, purple away; overlap = top-k cells shared)", fontsize=9
+    )
     figure.tight_layout()
     figure.savefig(path, bbox_inches="tight")
     plt.close(figure)
+
+
+def _rgb(colour: tuple[int, int, int]) -> tuple[float, float, float]:
+    return tuple(channel / 255 for channel in colour)
