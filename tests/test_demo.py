@@ -159,24 +159,26 @@ def _check_deletion(plot: dict, models: set[str]):
 
 @pytest.mark.parametrize("method", ["input_x_gradient", "integrated_gradients"])
 def test_text_demo_returns_both_models_predictions_word_attributions_and_agreement(text_app, method):
-    message, teacher, student, teacher_words, student_words, figures, deletion = text_app.predict(
-        TEXT, method, 8, api_name="/explain_text"
-    )
-    assert "Explained class" in message and "Spearman" in message
-    assert ("integrated gradients" if method == "integrated_gradients" else "input × gradient") in message
-    _check_label(teacher, {"negative", "positive"})
-    _check_label(student, {"negative", "positive"})
+    from kd_hf.demo import Answer
+
+    answered = text_app.predict(TEXT, method, 8, api_name="/explain_text")
+    assert len(answered) == len(Answer._fields)  # the endpoint returns `Answer`'s fields, in order
+    answer = Answer(*answered)
+    assert "Explained class" in answer.message and "Spearman" in answer.message
+    assert ("integrated gradients" if method == "integrated_gradients" else "input × gradient") in answer.message
+    _check_label(answer.teacher_label, {"negative", "positive"})
+    _check_label(answer.student_label, {"negative", "positive"})
     words = TEXT.split()
-    for highlights in (teacher_words, student_words):
+    for highlights in (answer.teacher, answer.student):
         scored = [(row["token"], row["class_or_confidence"]) for row in highlights if row["token"].strip()]
         # the same whitespace words on both sides, though the two tokenizers split "film," differently
         assert [word for word, _ in scored] == words
         scores = np.array([score for _, score in scored])
         assert np.all(np.abs(scores) <= 1) and np.abs(scores).max() == pytest.approx(1)
-    assert f"Explained class: **{teacher['label']}**" in message
-    rows = _check_figures(figures, ["teacher", "student"], f"{len(words)} words")
-    assert f"Spearman ρ {rows['Spearman ρ with the teacher']['student']:.2f}" in message
-    _check_deletion(deletion, {"teacher", "student"})
+    assert f"Explained class: **{answer.teacher_label['label']}**" in answer.message
+    rows = _check_figures(answer.figures, ["teacher", "student"], f"{len(words)} words")
+    assert f"Spearman ρ {rows['Spearman ρ with the teacher']['student']:.2f}" in answer.message
+    _check_deletion(answer.deletion, {"teacher", "student"})
 
 
 @pytest.mark.parametrize(
