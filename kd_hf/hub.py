@@ -195,7 +195,7 @@ def _teacher_repos(card: dict, folder: str, repo_id: str, teacher_repo_id: str |
         )
     where = os.path.join(folder, CARD_FILE)
     plan = []
-    for index, source in enumerate(sources):
+    for source in sources:
         if source["hub_id"] is not None:
             plan.append((source, source["hub_id"]))
             continue
@@ -209,7 +209,8 @@ def _teacher_repos(card: dict, folder: str, repo_id: str, teacher_repo_id: str |
                 )
             plan.append((source, None))
             continue
-        target = teacher_repo_id or (f"{repo_id}-teacher" if len(local) == 1 else f"{repo_id}-teacher-{index + 1}")
+        number = next(i for i, other in enumerate(local, 1) if other is source)  # among the local teachers
+        target = teacher_repo_id or (f"{repo_id}-teacher" if len(local) == 1 else f"{repo_id}-teacher-{number}")
         check_repo_id(target, "--teacher-repo-id")
         teacher_folder = source.get("folder")
         if teacher_folder is None or not _has_weights(teacher_folder):

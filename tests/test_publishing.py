@@ -253,3 +253,16 @@ def test_a_teacher_without_a_license_passes_on_its_base_models(tmp_path, make_be
         card_facts(distill_args(teacher_model_name_or_path=str(folder), card_license="mit"), make_bert())["license"]
         == "mit"
     )
+
+
+def test_several_local_teachers_get_numbered_repos(tmp_path, make_bert):
+    from kd_hf.hub import _teacher_repos
+
+    sources = [{"name": "me/hub-teacher", "hub_id": "me/hub-teacher", "folder": None, "base": None}]
+    for name in ("first", "second"):
+        make_bert().save_pretrained(tmp_path / name)
+        sources.append({"name": name, "hub_id": None, "folder": str(tmp_path / name), "base": None})
+    plan = _teacher_repos({"teacher_sources": sources}, "student", REPO, None, True, SPACE)
+    assert [hub_id for _, hub_id in plan] == ["me/hub-teacher", f"{REPO}-teacher-1", f"{REPO}-teacher-2"]
+    with pytest.raises(ValueError, match="has 2; leave it out"):
+        _teacher_repos({"teacher_sources": sources}, "student", REPO, "me/teacher", True, SPACE)
