@@ -370,7 +370,7 @@ def _overlay(pixels: torch.Tensor, scores: np.ndarray) -> np.ndarray:
 
 def _explain_image(entry: _Model, image, grid: int, method: str, steps: int, teacher_label):
     from .explain import explain_images
-    from .explain.compare import _grid_cells
+    from .explain.inputs import grid_cells
     from .metrics.faithfulness import faithfulness
 
     pixels = _pixels(entry, image)
@@ -381,7 +381,7 @@ def _explain_image(entry: _Model, image, grid: int, method: str, steps: int, tea
         entry.model, pixels.clone().requires_grad_(True), method, target, steps, internal_batch_size=16,
         grid_size=grid, progress=False,
     )  # fmt: skip
-    cells = _grid_cells(*pixels.shape[-2:], grid)
+    cells = grid_cells(*pixels.shape[-2:], grid)
     deletion = faithfulness(
         entry.model, {"pixel_values": pixels}, cells, explanation.grid.ravel(), target, 0, DELETION_STEPS
     )

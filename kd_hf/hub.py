@@ -34,7 +34,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATIO
 from transformers.trainer_utils import HubStrategy, SaveStrategy
 
 from .card import CARD_FILE, model_source, space_readme, teacher_sources, write_card
-from .evaluation import REPORT_FILE, RESULTS_FILE, write_results
+from .evaluation import RESULTS_FILE, write_results
 from .models import load_model, load_processor, resolve_model_path
 
 
@@ -168,15 +168,10 @@ def _stage(folder: str, staging: str, card: dict) -> list[str]:
     again now that it knows its repo id, its Space and its teachers' Hub ids, and the report naming the models as the
     card does, never by a local path. Returns the links and other non-regular files left out. `folder` is only read."""
     skipped = _copy_regular_files(folder, staging, NOT_PUBLISHED)
-    if card.get("task"):  # a folder kd_hf made: its card learns where it lives (new files, not the linked ones)
+    if card.get("task"):  # a folder kd_hf made: its card learns where it lives
+        # Both write new files renamed over the staged ones (`os.replace`), never through their links to `folder`.
         if os.path.exists(os.path.join(staging, RESULTS_FILE)) and card.get("results"):
-            for name in (RESULTS_FILE, REPORT_FILE):
-                if os.path.exists(os.path.join(staging, name)):
-                    os.unlink(os.path.join(staging, name))
             write_results(card["results"], staging)
-        for name in ("README.md", CARD_FILE):
-            if os.path.exists(os.path.join(staging, name)):
-                os.unlink(os.path.join(staging, name))
         write_card(staging, card)
     return skipped
 

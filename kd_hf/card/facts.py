@@ -6,10 +6,9 @@ import os
 import platform
 from collections import Counter
 from importlib.metadata import version
-from pathlib import Path
 
 import torch
-import yaml
+from huggingface_hub import metadata_load
 
 from ..data.offline import hub_equivalent, offline_model_path
 
@@ -111,9 +110,8 @@ def _license_of(name: str | None, depth: int = 2) -> str | None:
     if not os.path.isdir(path) or depth == 0:
         return None
     readme = os.path.join(path, "README.md")
-    text = Path(readme).read_text(encoding="utf-8") if os.path.isfile(readme) else ""
-    front = yaml.safe_load(text.split("---", 2)[1]) if text.startswith("---") else None
-    if isinstance(front, dict) and front.get("license"):
+    front = metadata_load(readme) if os.path.isfile(readme) else None
+    if front and front.get("license"):
         return front["license"]
     recipe = _read_json(os.path.join(path, "kd_hf_recipe.json")) or {}
     return _license_of(recipe.get("model_name_or_path"), depth - 1)

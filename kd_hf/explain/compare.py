@@ -11,7 +11,6 @@ from .text import explain_text
 from .vision import explain_images, patch_grid_size
 
 
-_grid_cells = grid_cells  # kd_hf.demo's name for it
 FAITHFULNESS_METRICS = ("comprehensiveness", "sufficiency", "deletion_auc", "insertion_auc")
 
 
