@@ -8,15 +8,10 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from .explain import ATTRIBUTION_METHODS, EXPLAINERS
-from .losses import LOSS_REGISTRY
-from .losses.attribution import ATTRIBUTION_LOSSES
+from .explain import EXPLAINERS
+from .losses import LOSS_OPTIONS, LOSS_REGISTRY, option_classes
+from .losses.options import LossOptions, check_value
 
-
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
-ATTENTION_LOSSES = ("kl", "mse")
-ATTENTION_HEADS = ("auto", "per_head", "average", "relation")
-HIDDEN_STATE_LOSSES = ("mse", "cosine")
 
 MODEL_INITS = ("checkpoint", "config", "teacher_layers")
 TEACHER_DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -36,16 +31,11 @@ def _as_dict(value: dict | str | None, name: str) -> dict | None:
 
 
 # The number each field must hold (interval notation, or `>= a` / `> a`), with what to say when it does not; read by
-# `__post_init__` (HfArgumentParser passes field metadata on to argparse, so ranges cannot live there).
+# `__post_init__` (HfArgumentParser passes field metadata on to argparse, so ranges cannot live there). The losses'
+# own fields have theirs in their options class (`kd_hf.losses.options`).
 _RANGES = {
     "teacher_layers_stride": (">= 1", None),
     "alpha": ("[0, 1]", "the hard-label weight"),
-    "temperature": ("> 0", "1 leaves logits unchanged"),
-    "jsd_beta": ("[0, 1]", "0 is forward KL, 1 reverse KL"),
-    "attention_relation_heads": (">= 0", "0 = automatic"),
-    "attribution_n_steps": (">= 1", None),
-    "attribution_every": (">= 1", "1 = every step"),
-    "attribution_batch_size": (">= 1", "or unset for the whole batch"),
     "explanation_examples": (">= 0", "0 turns them off"),
     "explanation_n_steps": (">= 2", None),
     "card_examples": (">= 0", "0 turns them off"),
@@ -58,36 +48,13 @@ _RANGES = {
 }
 
 
-def _in_range(value: float, spec: str) -> bool:
-    """Whether `value` lies in `spec`: `>= a`, `> a`, or an interval `[a, b]`, `(a, b)`, `[a, b)`, `(a, b]`."""
-    if spec.startswith(">="):
-        return value >= float(spec[2:])
-    if spec.startswith(">"):
-        return value > float(spec[1:])
-    low, high = (float(bound) for bound in spec[1:-1].split(","))
-    return (low <= value if spec[0] == "[" else low < value) and (value <= high if spec[-1] == "]" else value < high)
-
-
-def _layer_map(value: str | list[int]) -> str | list[int]:
-    """`uniform`, `last`, or a list of teacher layers (from YAML, or `3,6` on the command line)."""
-    if value in ("uniform", "last"):
-        return value
-    try:
-        layers = [int(layer) for layer in (value.split(",") if isinstance(value, str) else value)]
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"`layer_map` must be `uniform`, `last`, or teacher layers like `3,6` / [3, 6], got {value!r}."
-        ) from None
-    if not layers or min(layers) < 0:
-        raise ValueError(f"`layer_map` teacher layers must be >= 0 (0 = embeddings), got {layers}.")
-    return layers
-
-
 @dataclass
-class DistillationConfig(TrainingArguments):
+class DistillationConfig(*option_classes(), TrainingArguments):
     r"""
     Configuration of a distillation run: the teacher, the student, the losses and the data, on top of every
-    [`~transformers.TrainingArguments`] field. A recipe is a flat YAML file of these fields.
+    [`~transformers.TrainingArguments`] field. A recipe is a flat YAML file of these fields. Each loss's own fields
+    (`temperature`, `attention_heads`, `attribution_method`, ...) come from its options class in `kd_hf.losses`,
+    which this config inherits.
 
     The training objective is
 
@@ -221,106 +188,6 @@ class DistillationConfig(TrainingArguments):
         metadata={
             "help": "Weight of the hard-label cross-entropy, in [0, 1]; the distillation losses get 1 - alpha. "
             "0 is pure distillation, 1 is plain fine-tuning.",
-        },
-    )
-    temperature: float = field(
-        default=2.0,
-        metadata={
-            "help": "Softmax temperature of the soft-label loss, > 0 (Hinton et al. use 2 to 20).",
-        },
-    )
-    divergence: str = field(
-        default="forward_kl",
-        metadata={
-            "help": "Soft-label divergence: `forward_kl` KL(teacher||student), `reverse_kl` "
-            "KL(student||teacher), or `jsd` (generalised Jensen-Shannon with `jsd_beta`).",
-            "choices": list(DIVERGENCES),
-        },
-    )
-    jsd_beta: float = field(
-        default=0.5,
-        metadata={
-            "help": "Interpolation of the generalised JSD, in [0, 1]: 0 is forward KL, 1 is reverse KL.",
-        },
-    )
-    layer_map: str = field(
-        default="uniform",
-        metadata={
-            "help": "Which teacher layer each student layer learns from in the `attention` and `hidden_state` "
-            "losses: `uniform` (student layer m <-> teacher layer m*L_T/L_S; 12 -> 4 gives 3, 6, 9, 12), `last`, "
-            "or one 1-based teacher layer per student layer, e.g. `3,6` (a YAML list works too)."
-        },
-    )
-    attention_loss: str = field(
-        default="kl",
-        metadata={
-            "help": "`kl`: KL(teacher || student) per head and query (MiniLM); `mse`: squared error (TinyBERT).",
-            "choices": list(ATTENTION_LOSSES),
-        },
-    )
-    attention_heads: str = field(
-        default="auto",
-        metadata={
-            "help": "How heads are compared: `per_head` (counts must match), `average` (heads averaged per "
-            "layer), `relation` (MiniLMv2 query/key/value relations, any head counts, no eager attention "
-            "needed), or `auto` (per_head when counts match, else average).",
-            "choices": list(ATTENTION_HEADS),
-        },
-    )
-    attention_relation_heads: int = field(
-        default=0,
-        metadata={
-            "help": "Relation heads for `attention_heads: relation`, dividing both hidden sizes; 0 picks the "
-            "gcd of the two head counts.",
-        },
-    )
-    hidden_state_loss: str = field(
-        default="mse",
-        metadata={
-            "help": "`mse` or `cosine` (1 - cosine) between paired hidden states.",
-            "choices": list(HIDDEN_STATE_LOSSES),
-        },
-    )
-    hidden_state_embeddings: bool = field(
-        default=False, metadata={"help": "Also match the embedding outputs (hidden_states[0]) in `hidden_state`."}
-    )
-    attribution_loss: str = field(
-        default="cosine",
-        metadata={
-            "help": "Form of the `attribution` loss: `cosine` (1 - cos, e2KD) or `l1` / `l2` between per-example "
-            "L2-normalised attributions (AD-KD).",
-            "choices": list(ATTRIBUTION_LOSSES),
-        },
-    )
-    attribution_method: str = field(
-        default="input_x_gradient",
-        metadata={
-            "help": "Attribution both models compute for the teacher's top-1 class: `input_x_gradient`, `gradient` "
-            "or `integrated_gradients` (few-step, `attribution_n_steps`; the method the reports judge by), at the "
-            "token embeddings (text) or the pixels (images).",
-            "choices": list(ATTRIBUTION_METHODS),
-        },
-    )
-    attribution_n_steps: int = field(
-        default=8,
-        metadata={
-            "help": "Gauss-Legendre points of `attribution_method: integrated_gradients` (>= 1); each costs a forward "
-            "and a double backward of the batch.",
-        },
-    )
-    attribution_every: int = field(
-        default=1,
-        metadata={
-            "help": "Apply the `attribution` loss every N optimizer steps (>= 1); it costs a double backward.",
-        },
-    )
-    attribution_batch_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Examples of each training batch (per device) whose attributions are matched: the first N of the "
-            "shuffled batch, so that every example takes part over the run (default: all). The double backward, and "
-            "the interpolation points of `integrated_gradients`, then run on N examples; the loss is scaled to "
-            "estimate the whole batch's.",
         },
     )
     teacher_cache: bool = field(
@@ -544,20 +411,15 @@ class DistillationConfig(TrainingArguments):
             if self.teacher_weights is not None and len(self.teacher_weights) != len(self.teachers):
                 raise ValueError(f"`teacher_weights` needs one weight per teacher ({len(self.teachers)}).")
 
-        # Fields with `choices` (divergence, model_init, ...) hold one of them; fields of `_RANGES` (alpha,
-        # temperature, the step counts, ...) hold a number within theirs (or None where the field is optional).
+        # Fields with `choices` (model_init, ...) hold one of them; fields of `_RANGES` (alpha, the step counts, ...)
+        # hold a number within theirs (or None where the field is optional); each loss checks its own options.
         for own in dataclasses.fields(self):
-            if own.name not in _OWN_FIELDS:
-                continue
-            value, allowed = getattr(self, own.name), own.metadata.get("choices")
-            spec, hint = _RANGES.get(own.name, (None, None))
-            if allowed and value not in allowed:
-                raise ValueError(f"`{own.name}` must be one of {allowed}, got {value!r}.")
-            if spec and value is not None and not _in_range(value, spec):
-                raise ValueError(
-                    f"`{own.name}` must be {'in ' if spec[0] in '[(' else ''}{spec}, got {value}"
-                    + (f"; {hint}." if hint else ".")
-                )
+            if own.name in _OWN_FIELDS:
+                spec, hint = _RANGES.get(own.name, (None, None))
+                check_value(own.name, getattr(self, own.name), own.metadata.get("choices"), spec, hint)
+        for options in type(self).__mro__:
+            if issubclass(options, LossOptions) and not issubclass(options, TrainingArguments):
+                options.check(self)
 
         loaded_dtype = (self.teacher_model_init_kwargs or {}).get("dtype")
         if self.teacher_dtype != "auto" and loaded_dtype not in (None, "auto", self.teacher_dtype):
@@ -572,6 +434,16 @@ class DistillationConfig(TrainingArguments):
                 f"Unknown loss {unknown} in `loss_type`; registered losses are {sorted(LOSS_REGISTRY)}. "
                 "Register your own with `kd_hf.losses.register_loss`."
             )
+        missing = [
+            name for name in self.loss_type if name in LOSS_OPTIONS and not isinstance(self, LOSS_OPTIONS[name])
+        ]
+        if missing:
+            options = LOSS_OPTIONS[missing[0]].__name__
+            raise ValueError(
+                f"Loss {missing[0]!r} has options ({options}) that `DistillationConfig` was defined without (the loss "
+                f"was registered after `kd_hf.config` was imported): use a config that has them, e.g. "
+                f"`@dataclass class MyConfig({options}, DistillationConfig): pass`."
+            )
         if self.loss_weights is None:
             self.loss_weights = [1.0] * len(self.loss_type)
         if len(self.loss_weights) != len(self.loss_type):
@@ -581,7 +453,6 @@ class DistillationConfig(TrainingArguments):
             )
         if any(weight < 0 for weight in self.loss_weights):
             raise ValueError(f"`loss_weights` must be >= 0, got {self.loss_weights}.")
-        self.layer_map = _layer_map(self.layer_map)
         if not (0 <= self.augment_word_prob and 0 <= self.augment_mask_prob and
                 self.augment_word_prob + self.augment_mask_prob <= 1):  # fmt: skip
             raise ValueError(

@@ -25,8 +25,7 @@ from .ensemble import EnsembleTeacher, ensemble_of, load_teacher
 from .evaluation import read_results
 from .explain.gradients import first_rows, gradient_attribution
 from .hub import PublishingTrainer
-from .losses import build_losses, loss_requirements
-from .losses.attention import qkv_module_names
+from .losses import OUTPUT_RECORDERS, build_losses, loss_requirements
 from .metrics import classification_metrics, top1_agreement
 from .pairing import align_labels, check_modalities, use_eager_attention
 from .teacher_cache import cache_teacher_outputs
@@ -36,35 +35,6 @@ logger = logging.getLogger(__name__)
 
 # Trainable parts of the losses (e.g. hidden-state projections) in a checkpoint folder, beside the student's weights.
 LOSS_STATE_NAME = "kd_hf_loss_state.safetensors"
-
-
-class QKVRecorder:
-    """Keeps the query/key/value projections of every block from the last forward pass (MiniLMv2 relations), so that
-    attention can be matched without eager attention weights."""
-
-    def __init__(self, model: nn.Module):
-        self.outputs: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
-        names = qkv_module_names(model)
-        if not names:
-            raise ValueError(
-                f"{type(model).__name__} has no query/key/value projections to take relations from; use "
-                "`attention_heads: average`."
-            )
-        for name, module in model.named_modules():
-            if name in names:
-                layer, part = names[name]
-                module.register_forward_hook(self._hook(layer, part))
-
-    def _hook(self, layer: int, part: str):
-        def hook(module, args, output):
-            self.outputs[layer][part] = output
-
-        return hook
-
-    def pop(self) -> list[dict[str, torch.Tensor]]:
-        layers = [self.outputs[layer] for layer in sorted(self.outputs)]
-        self.outputs = defaultdict(dict)
-        return layers
 
 
 def check_output_dir(output_dir: str) -> None:
@@ -181,8 +151,12 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
         if "attributions" in required:
             reason = "the attribution loss differentiates the student twice, which SDPA kernels cannot"
             use_eager_attention(model, "student", reason)
-        self.recorders = (QKVRecorder(model), QKVRecorder(teacher_model)) if "qkv" in required else None
-        self.required_outputs = required - {"qkv"}
+        # Outputs the models do not return, collected by forward hooks (MiniLMv2's query/key/value projections).
+        self.recorders = {
+            name: (OUTPUT_RECORDERS[name](model), OUTPUT_RECORDERS[name](teacher_model))
+            for name in sorted(required & set(OUTPUT_RECORDERS))
+        }
+        self.required_outputs = required - set(OUTPUT_RECORDERS)
 
         super().__init__(model=model, args=args, compute_metrics=compute_metrics or classification_metrics, **kwargs)
 
@@ -394,7 +368,7 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
         examples (all by default) are attributed.
         """
         cached_all = "teacher_logits" in inputs and (not attribute or "teacher_attributions" in inputs)
-        if cached_all and not self.required_outputs - {"attributions"} and self.recorders is None:
+        if cached_all and not self.required_outputs - {"attributions"} and not self.recorders:
             outputs = SequenceClassifierOutput(logits=inputs["teacher_logits"])
         else:
             outputs = self._run_teacher(inputs, attribute and "teacher_attributions" not in inputs, rows)
@@ -421,7 +395,7 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
             )
             outputs = type(outputs)(**{k: _detach(v) for k, v in outputs.items()})
             outputs.attributions = attributions.detach()
-        elif self.required_outputs - {"attributions"} or self.recorders is not None or self.is_deepspeed_enabled:
+        elif self.required_outputs - {"attributions"} or self.recorders or self.is_deepspeed_enabled:
             # Attention maps and hidden states are used as they come, without a copy; `inference_mode` tensors could
             # not be saved for the student's backward pass. DeepSpeed gathers ZeRO-3 shards in place, also refused.
             with torch.no_grad():
@@ -432,8 +406,8 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
             with torch.inference_mode():
                 outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
             outputs = type(outputs)(logits=outputs.logits.clone())
-        if self.recorders is not None:
-            outputs.qkv = self.recorders[1].pop()
+        for name, (_, recorder) in self.recorders.items():
+            setattr(outputs, name, recorder.pop())
         return outputs
 
     def _attribute_now(self, model) -> bool:
@@ -466,8 +440,8 @@ class DistillationTrainer(ResumableTrainer, PublishingTrainer):
             outputs.attributions = attributions
         else:
             outputs = model(**student_inputs, **self._forward_kwargs())
-        if self.recorders is not None:
-            outputs.qkv = self.recorders[0].pop()
+        for name, (recorder, _) in self.recorders.items():
+            setattr(outputs, name, recorder.pop())
 
         active = {
             name: loss

@@ -25,7 +25,7 @@ def _inputs(tokenizer, texts=("a great and moving film", "dull"), pad_to=None):
 
 def _relation_outputs(model, inputs, grad=False):
     """Outputs with the q/k/v projections recorded as the trainer does for `attention_heads: relation`."""
-    from kd_hf.trainer import QKVRecorder
+    from kd_hf.losses.attention import QKVRecorder
 
     recorder = QKVRecorder(model)
     outputs = _outputs(model, inputs, grad)

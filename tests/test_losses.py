@@ -1,9 +1,13 @@
+import dataclasses
 import math
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 
-from kd_hf.losses import LOSS_REGISTRY, LOSS_REQUIREMENTS, register_loss
+from kd_hf import DistillationConfig
+from kd_hf.card import recipe_fields
+from kd_hf.losses import LOSS_OPTIONS, LOSS_REGISTRY, LOSS_REQUIREMENTS, LossOptions, option_classes, register_loss
 from kd_hf.losses.soft_label import divergence
 
 
@@ -72,12 +76,15 @@ def test_register_loss_rejects_duplicates_and_bad_names():
         register_loss("Soft-Label")
     with pytest.raises(ValueError, match="unknown outputs"):
         register_loss("needs_magic", requires=("magic",))
+    with pytest.raises(ValueError, match="must be a `LossOptions` dataclass"):
+        register_loss("loose_options", options=dict)
+    assert "needs_magic" not in LOSS_REGISTRY and "loose_options" not in LOSS_REGISTRY
 
 
 @pytest.fixture
 def registry():
     """The loss tables as they were before the test, whatever it registers or however it ends."""
-    saved = [(table, dict(table)) for table in (LOSS_REGISTRY, LOSS_REQUIREMENTS)]
+    saved = [(table, dict(table)) for table in (LOSS_REGISTRY, LOSS_REQUIREMENTS, LOSS_OPTIONS)]
     yield LOSS_REGISTRY
     for table, before in saved:
         table.clear()
@@ -91,3 +98,59 @@ def test_registered_loss_is_usable_by_name(registry):
 
     assert registry["logit_mse_for_test"] is logit_mse
     assert LOSS_REQUIREMENTS["logit_mse_for_test"] == {"hidden_states"}
+
+
+def test_recorded_outputs_are_known_requirements(registry):
+    register_loss("relations_for_test", requires=("qkv",))(lambda *args: None)
+    assert LOSS_REQUIREMENTS["relations_for_test"] == {"qkv"}
+
+
+@pytest.mark.parametrize("options", option_classes(), ids=lambda options: options.__name__)
+def test_shipped_loss_options_are_recipe_fields_with_help_and_checks(options, tmp_path):
+    names = {option.name for option in dataclasses.fields(options)}
+    assert names and all(option.metadata.get("help") for option in dataclasses.fields(options))
+    assert all(option.default is not dataclasses.MISSING for option in dataclasses.fields(options))
+    assert set(options.RANGES) <= names and set(options.CARD) <= names
+    config = DistillationConfig(output_dir=str(tmp_path), model_name_or_path="m")
+    assert isinstance(config, options) and names <= {option.name for option in dataclasses.fields(config)}
+
+
+def test_card_lists_the_options_of_the_losses_in_use_in_their_order():
+    fields = list(recipe_fields(["soft_label", "hidden_state", "attribution"]))
+    assert fields.index("alpha") < fields.index("temperature") < fields.index("hidden_state_loss")
+    assert fields.index("hidden_state_loss") < fields.index("attribution_method") < fields.index("teacher_cache")
+    assert "attention_heads" not in fields and "jsd_beta" not in fields
+
+
+@dataclass
+class MarginOptions(LossOptions):
+    margin: float = field(default=1.0, metadata={"help": "Logit margin (> 0)."})
+
+    RANGES = {"margin": ("> 0", "the smallest gap that costs nothing")}
+    CARD = {"margin": "logit margin"}
+
+    def validate(self):
+        if self.margin > 10:
+            raise ValueError("`margin` above 10 never costs anything; lower it.")
+
+
+def test_a_loss_registered_later_brings_its_options_through_a_config_subclass(registry, tmp_path):
+    @register_loss("margin_for_test", options=MarginOptions)
+    def margin(student_outputs, teacher_outputs, inputs, args):
+        return (teacher_outputs.logits - student_outputs.logits).clamp_min(-args.margin).sum(-1)
+
+    base = {"output_dir": str(tmp_path), "model_name_or_path": "m", "loss_type": ["soft_label", "margin_for_test"]}
+    with pytest.raises(ValueError, match=r"MarginOptions.*class MyConfig\(MarginOptions, DistillationConfig\)"):
+        DistillationConfig(**base)
+
+    @dataclass
+    class MyConfig(MarginOptions, DistillationConfig):
+        pass
+
+    config = MyConfig(**base, margin=2.0)
+    assert config.margin == 2.0 and config.temperature == 2.0
+    with pytest.raises(ValueError, match=r"`margin` must be > 0, got 0.0; the smallest gap"):
+        MyConfig(**base, margin=0.0)
+    with pytest.raises(ValueError, match="above 10"):
+        MyConfig(**base, margin=11.0)
+    assert recipe_fields(config.loss_type)["margin"] == "logit margin"

@@ -20,12 +20,12 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..report import global_summary, results_tables
 from .citations import citations
-from .facts import RECIPE_FIELDS, card_facts, data_facts, is_hub_id, model_source, teacher_sources
+from .facts import card_facts, data_facts, is_hub_id, model_source, recipe_fields, teacher_sources
 from .text import compute_lines, dataset_line, dataset_link, figure_counts, recipe_value, summary, training_data, usage
 
 
 __all__ = [
-    "CARD_FILE", "RECIPE_FIELDS", "card_facts", "data_facts", "is_hub_id", "model_source", "render_card",
+    "CARD_FILE", "card_facts", "data_facts", "is_hub_id", "model_source", "recipe_fields", "render_card",
     "space_readme", "teacher_sources", "write_card",
 ]  # fmt: skip
 
@@ -88,7 +88,8 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
     teachers = facts.get("teachers")
     recipe_rows = [("teachers" if teachers else "teacher", recipe_value(teachers or teacher))]
     recipe_rows.append(("student", facts["student"]["architecture"]))
-    recipe_rows += [(RECIPE_FIELDS.get(name, name), recipe_value(value)) for name, value in facts["recipe"].items()]
+    labels = recipe_fields(facts["recipe"].get("loss_type") or [])
+    recipe_rows += [(labels.get(name, name), recipe_value(value)) for name, value in facts["recipe"].items()]
     space_id = facts.get("space_id")
     return ModelCard.from_template(
         card_data,

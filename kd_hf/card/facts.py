@@ -11,26 +11,19 @@ import torch
 from huggingface_hub import metadata_load
 
 from ..data.offline import hub_equivalent, offline_model_path
+from ..losses import LOSS_OPTIONS
 
 
-# Recipe fields the card reports, with the words it uses for them.
-RECIPE_FIELDS = {
+# Recipe fields the card reports, with the words it uses for them: the objective, then each loss's own options as its
+# options class names them (`LossOptions.CARD`, in the order of `loss_type`), then the rest of the run.
+_OBJECTIVE_FIELDS = {
     "teacher_weights": "teacher weights",
     "teacher_combination": "teachers combined by",
     "loss_type": "losses",
     "loss_weights": "loss weights",
     "alpha": "hard-label (cross-entropy) weight alpha",
-    "temperature": "temperature",
-    "divergence": "soft-label divergence",
-    "layer_map": "layer map (student -> teacher)",
-    "attention_loss": "attention loss",
-    "attention_heads": "attention heads",
-    "hidden_state_loss": "hidden-state loss",
-    "attribution_loss": "attribution loss",
-    "attribution_method": "attribution matched",
-    "attribution_n_steps": "integration steps of the matched attribution",
-    "attribution_every": "attribution loss every N steps",
-    "attribution_batch_size": "examples per batch whose attributions are matched",
+}
+_RUN_FIELDS = {
     "teacher_cache": "teacher outputs cached",
     "model_init": "student initialisation",
     "embedding_init": "student embeddings",
@@ -47,19 +40,14 @@ RECIPE_FIELDS = {
     "max_length": "max tokens",
     "seed": "seed",
 }
-# Which recipe fields matter depends on the losses in use.
-_LOSS_FIELDS = {
-    "soft_label": ("temperature", "divergence"),
-    "attention": ("layer_map", "attention_loss", "attention_heads"),
-    "hidden_state": ("layer_map", "hidden_state_loss"),
-    "attribution": (
-        "attribution_loss",
-        "attribution_method",
-        "attribution_n_steps",
-        "attribution_every",
-        "attribution_batch_size",
-    ),
-}
+
+
+def recipe_fields(loss_type: list[str]) -> dict[str, str]:
+    """The recipe fields the card may report for a run with these losses, in order, with the words it uses."""
+    options = {}
+    for loss in loss_type:
+        options.update(LOSS_OPTIONS[loss].CARD if loss in LOSS_OPTIONS else {})
+    return {**_OBJECTIVE_FIELDS, **options, **_RUN_FIELDS}
 
 
 def is_hub_id(name: str | None) -> bool:
@@ -200,10 +188,10 @@ def card_facts(
         data (`dict`, *optional*): `data_facts` of the training and evaluation sets.
         compute (`dict`, *optional*): `hardware`, and `student_seconds` / `report_seconds` of this run.
     """
+    fields = recipe_fields(args.loss_type)
     shown = {"loss_type", "loss_weights", "alpha", "teacher_cache", "model_init", "learning_rate", "seed"}
     shown |= {"per_device_train_batch_size", "gradient_accumulation_steps"}
-    for loss in args.loss_type:
-        shown.update(_LOSS_FIELDS.get(loss, ()))
+    shown |= fields.keys() - _OBJECTIVE_FIELDS.keys() - _RUN_FIELDS.keys()
     if args.model_init == "teacher_layers":
         shown.add("teacher_layers")
     if args.embedding_init != "random":
@@ -216,7 +204,7 @@ def card_facts(
         shown |= {"peft_config", "merge_adapter"}
     if not args.is_image_task:
         shown.add("max_length")
-    recipe = {name: getattr(args, name) for name in RECIPE_FIELDS if name in shown}
+    recipe = {name: getattr(args, name) for name in fields if name in shown}
     recipe["steps"] = steps
     explanations = (results or {}).get("explanations") or {}
     examples = []

@@ -15,12 +15,14 @@ Padding is masked out of rows (queries) and columns (keys), so extra padding nev
 import logging
 import math
 import re
+from collections import defaultdict
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from . import register_loss
-from .layers import layer_pairs, masked_token_mean, token_mask
+from . import OUTPUT_RECORDERS, register_loss
+from .layers import LayerMapOptions, layer_pairs, masked_token_mean, token_mask
 
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,45 @@ logger = logging.getLogger(__name__)
 _EPS = 1e-12
 _PROJECTION = re.compile(r"\.layers?\.(\d+)\..*\b(query|key|value|q_proj|k_proj|v_proj)$")
 _PROJECTION_KIND = {"query": "q", "q_proj": "q", "key": "k", "k_proj": "k", "value": "v", "v_proj": "v"}
+
+ATTENTION_LOSSES = ("kl", "mse")
+ATTENTION_HEADS = ("auto", "per_head", "average", "relation")
+
+
+@dataclass
+class AttentionOptions(LayerMapOptions):
+    """Recipe fields of the attention loss."""
+
+    attention_loss: str = field(
+        default="kl",
+        metadata={
+            "help": "`kl`: KL(teacher || student) per head and query (MiniLM); `mse`: squared error (TinyBERT).",
+            "choices": list(ATTENTION_LOSSES),
+        },
+    )
+    attention_heads: str = field(
+        default="auto",
+        metadata={
+            "help": "How heads are compared: `per_head` (counts must match), `average` (heads averaged per "
+            "layer), `relation` (MiniLMv2 query/key/value relations, any head counts, no eager attention "
+            "needed), or `auto` (per_head when counts match, else average).",
+            "choices": list(ATTENTION_HEADS),
+        },
+    )
+    attention_relation_heads: int = field(
+        default=0,
+        metadata={
+            "help": "Relation heads for `attention_heads: relation`, dividing both hidden sizes; 0 picks the "
+            "gcd of the two head counts.",
+        },
+    )
+
+    RANGES = {"attention_relation_heads": (">= 0", "0 = automatic")}
+    CARD = {
+        "layer_map": "layer map (student -> teacher)",
+        "attention_loss": "attention loss",
+        "attention_heads": "attention heads",
+    }
 
 
 def attention_distance(
@@ -64,7 +105,7 @@ def _attention_heads(config) -> int | None:
     return getattr(config, "num_attention_heads", None)
 
 
-@register_loss("attention", requires=("attentions",))
+@register_loss("attention", requires=("attentions",), options=AttentionOptions)
 class AttentionLoss(nn.Module):
     """Matches attention maps (or MiniLMv2 relations) of the layers paired by `args.layer_map`."""
 
@@ -150,3 +191,36 @@ def qkv_module_names(model: nn.Module) -> dict[str, tuple[int, str]]:
         if match:
             found[name] = (int(match.group(1)), _PROJECTION_KIND[match.group(2)])
     return found
+
+
+class QKVRecorder:
+    """Keeps the query/key/value projections of every block from the last forward pass (MiniLMv2 relations), so that
+    attention can be matched without eager attention weights. The trainer builds one per model for a loss that
+    requires `qkv`, and sets `outputs.qkv = recorder.pop()` after each forward pass."""
+
+    def __init__(self, model: nn.Module):
+        self.outputs: dict[int, dict[str, torch.Tensor]] = defaultdict(dict)
+        names = qkv_module_names(model)
+        if not names:
+            raise ValueError(
+                f"{type(model).__name__} has no query/key/value projections to take relations from; use "
+                "`attention_heads: average`."
+            )
+        for name, module in model.named_modules():
+            if name in names:
+                layer, part = names[name]
+                module.register_forward_hook(self._hook(layer, part))
+
+    def _hook(self, layer: int, part: str):
+        def hook(module, args, output):
+            self.outputs[layer][part] = output
+
+        return hook
+
+    def pop(self) -> list[dict[str, torch.Tensor]]:
+        layers = [self.outputs[layer] for layer in sorted(self.outputs)]
+        self.outputs = defaultdict(dict)
+        return layers
+
+
+OUTPUT_RECORDERS["qkv"] = QKVRecorder

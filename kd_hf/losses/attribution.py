@@ -12,13 +12,73 @@ Forms (`attribution_loss`):
 The teacher's side comes live, or from a cache computed once over the training set (`kd_hf.teacher_cache`).
 """
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
+from ..explain.gradients import ATTRIBUTION_METHODS
 from . import register_loss
+from .options import LossOptions
 
 
 ATTRIBUTION_LOSSES = ("cosine", "l1", "l2")
+
+
+@dataclass
+class AttributionOptions(LossOptions):
+    """Recipe fields of the attribution loss: its form, the attribution both models compute, and its cost."""
+
+    attribution_loss: str = field(
+        default="cosine",
+        metadata={
+            "help": "Form of the `attribution` loss: `cosine` (1 - cos, e2KD) or `l1` / `l2` between per-example "
+            "L2-normalised attributions (AD-KD).",
+            "choices": list(ATTRIBUTION_LOSSES),
+        },
+    )
+    attribution_method: str = field(
+        default="input_x_gradient",
+        metadata={
+            "help": "Attribution both models compute for the teacher's top-1 class: `input_x_gradient`, `gradient` "
+            "or `integrated_gradients` (few-step, `attribution_n_steps`; the method the reports judge by), at the "
+            "token embeddings (text) or the pixels (images).",
+            "choices": list(ATTRIBUTION_METHODS),
+        },
+    )
+    attribution_n_steps: int = field(
+        default=8,
+        metadata={
+            "help": "Gauss-Legendre points of `attribution_method: integrated_gradients` (>= 1); each costs a forward "
+            "and a double backward of the batch.",
+        },
+    )
+    attribution_every: int = field(
+        default=1,
+        metadata={"help": "Apply the `attribution` loss every N optimizer steps (>= 1); it costs a double backward."},
+    )
+    attribution_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Examples of each training batch (per device) whose attributions are matched: the first N of the "
+            "shuffled batch, so that every example takes part over the run (default: all). The double backward, and "
+            "the interpolation points of `integrated_gradients`, then run on N examples; the loss is scaled to "
+            "estimate the whole batch's.",
+        },
+    )
+
+    RANGES = {
+        "attribution_n_steps": (">= 1", None),
+        "attribution_every": (">= 1", "1 = every step"),
+        "attribution_batch_size": (">= 1", "or unset for the whole batch"),
+    }
+    CARD = {
+        "attribution_loss": "attribution loss",
+        "attribution_method": "attribution matched",
+        "attribution_n_steps": "integration steps of the matched attribution",
+        "attribution_every": "attribution loss every N steps",
+        "attribution_batch_size": "examples per batch whose attributions are matched",
+    }
 
 
 def attribution_distance(
@@ -47,7 +107,7 @@ def to_words(scores: torch.Tensor, word_index: torch.Tensor, num_words: int) -> 
     return words, present
 
 
-@register_loss("attribution", requires=("attributions",))
+@register_loss("attribution", requires=("attributions",), options=AttributionOptions)
 def attribution_loss(student_outputs, teacher_outputs, inputs, args) -> torch.Tensor:
     """Distance between the student's and the teacher's attributions of the teacher's top-1 class: token by token
     with one tokenizer, word by word (`word_index`, see `kd_hf.data.tokenize_for_pair`) with two."""

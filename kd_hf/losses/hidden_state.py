@@ -8,6 +8,7 @@ saved in the Trainer's checkpoints, but they are not part of the student: the pu
 """
 
 import logging
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -15,10 +16,30 @@ from torch import nn
 
 from . import register_loss
 from .attention import check_same_positions
-from .layers import layer_pairs, masked_token_mean, token_mask
+from .layers import LayerMapOptions, layer_pairs, masked_token_mean, token_mask
 
 
 logger = logging.getLogger(__name__)
+
+HIDDEN_STATE_LOSSES = ("mse", "cosine")
+
+
+@dataclass
+class HiddenStateOptions(LayerMapOptions):
+    """Recipe fields of the hidden-state loss."""
+
+    hidden_state_loss: str = field(
+        default="mse",
+        metadata={
+            "help": "`mse` or `cosine` (1 - cosine) between paired hidden states.",
+            "choices": list(HIDDEN_STATE_LOSSES),
+        },
+    )
+    hidden_state_embeddings: bool = field(
+        default=False, metadata={"help": "Also match the embedding outputs (hidden_states[0]) in `hidden_state`."}
+    )
+
+    CARD = {"layer_map": "layer map (student -> teacher)", "hidden_state_loss": "hidden-state loss"}
 
 
 def hidden_distance(
@@ -35,7 +56,7 @@ def hidden_distance(
     return masked_token_mean(per_token, mask)
 
 
-@register_loss("hidden_state", requires=("hidden_states",))
+@register_loss("hidden_state", requires=("hidden_states",), options=HiddenStateOptions)
 class HiddenStateLoss(nn.Module):
     """Matches the hidden states of paired layers, through learned projections when widths differ."""
 

@@ -4,7 +4,11 @@ Layers are numbered from 1 (the first transformer block) to L, as in the papers;
 only `hidden_states` has (`hidden_states[0]`); `attentions[m - 1]` belongs to layer m.
 """
 
+from dataclasses import dataclass, field
+
 import torch
+
+from .options import LossOptions
 
 
 def layer_pairs(num_student: int, num_teacher: int, spec: str | list[int] = "uniform") -> list[tuple[int, int]]:
@@ -47,3 +51,35 @@ def masked_token_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.
 def token_mask(inputs: dict, prefix: str = "") -> torch.Tensor | None:
     """The attention mask of a batch (`None` for images, where every patch is real)."""
     return inputs.get(f"{prefix}attention_mask")
+
+
+def parse_layer_map(value: str | list[int]) -> str | list[int]:
+    """`uniform`, `last`, or a list of teacher layers (from YAML, or `3,6` on the command line)."""
+    if value in ("uniform", "last"):
+        return value
+    try:
+        layers = [int(layer) for layer in (value.split(",") if isinstance(value, str) else value)]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"`layer_map` must be `uniform`, `last`, or teacher layers like `3,6` / [3, 6], got {value!r}."
+        ) from None
+    if not layers or min(layers) < 0:
+        raise ValueError(f"`layer_map` teacher layers must be >= 0 (0 = embeddings), got {layers}.")
+    return layers
+
+
+@dataclass
+class LayerMapOptions(LossOptions):
+    """The layer pairing shared by the losses that compare layers (`attention`, `hidden_state`)."""
+
+    layer_map: str = field(
+        default="uniform",
+        metadata={
+            "help": "Which teacher layer each student layer learns from in the `attention` and `hidden_state` "
+            "losses: `uniform` (student layer m <-> teacher layer m*L_T/L_S; 12 -> 4 gives 3, 6, 9, 12), `last`, "
+            "or one 1-based teacher layer per student layer, e.g. `3,6` (a YAML list works too)."
+        },
+    )
+
+    def validate(self) -> None:
+        self.layer_map = parse_layer_map(self.layer_map)

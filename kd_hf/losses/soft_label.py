@@ -7,11 +7,16 @@ with `m = beta p_T + (1 - beta) p_S`, so beta = 0 is forward KL and beta = 1 is 
 """
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from . import register_loss
+from .options import LossOptions
+
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
 
 def divergence(
@@ -54,7 +59,34 @@ def divergence(
     return value * temperature**2
 
 
-@register_loss("soft_label")
+@dataclass
+class SoftLabelOptions(LossOptions):
+    """Recipe fields of the soft-label loss (the temperature also softens several teachers' average)."""
+
+    temperature: float = field(
+        default=2.0, metadata={"help": "Softmax temperature of the soft-label loss, > 0 (Hinton et al. use 2 to 20)."}
+    )
+    divergence: str = field(
+        default="forward_kl",
+        metadata={
+            "help": "Soft-label divergence: `forward_kl` KL(teacher||student), `reverse_kl` "
+            "KL(student||teacher), or `jsd` (generalised Jensen-Shannon with `jsd_beta`).",
+            "choices": list(DIVERGENCES),
+        },
+    )
+    jsd_beta: float = field(
+        default=0.5,
+        metadata={"help": "Interpolation of the generalised JSD, in [0, 1]: 0 is forward KL, 1 is reverse KL."},
+    )
+
+    RANGES = {
+        "temperature": ("> 0", "1 leaves logits unchanged"),
+        "jsd_beta": ("[0, 1]", "0 is forward KL, 1 reverse KL"),
+    }
+    CARD = {"temperature": "temperature", "divergence": "soft-label divergence"}
+
+
+@register_loss("soft_label", options=SoftLabelOptions)
 def soft_label_loss(student_outputs, teacher_outputs, inputs, args) -> torch.Tensor:
     """Hinton KD on the classifier logits, with the divergence, temperature and beta of the recipe."""
     return divergence(
