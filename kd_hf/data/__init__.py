@@ -1,18 +1,13 @@
 """
-Data for distillation: bundled offline corpora, loading from a recipe, and inputs for a student and a teacher.
+Data for distillation: bundled offline corpora, loading from a recipe, label encoding, and inputs for a student and
+a teacher.
 
 The usual entry point is [`prepare_datasets`]; the pieces it chains are public for scripts and tests.
 """
 
 from .augment import augment_texts
-from .loading import (
-    add_transfer_set,
-    encode_labels,
-    label_names,
-    load_raw_datasets,
-    prepare_datasets,
-    split_names,
-)
+from .labels import encode_labels, label_names
+from .loading import add_transfer_set, load_raw_datasets, prepare_datasets, split_names
 from .offline import OFFLINE_PREFIX, hub_equivalent, load_offline_dataset, offline_model_path
 from .text import (
     TEACHER_CACHE_COLUMNS,
