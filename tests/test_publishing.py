@@ -256,7 +256,7 @@ def test_a_teacher_without_a_license_passes_on_its_base_models(tmp_path, make_be
 
 
 def test_several_local_teachers_get_numbered_repos(tmp_path, make_bert):
-    from kd_hf.hub import _teacher_repos
+    from kd_hf.hub.push import _teacher_repos
 
     sources = [{"name": "me/hub-teacher", "hub_id": "me/hub-teacher", "folder": None, "base": None}]
     for name in ("first", "second"):
