@@ -7,61 +7,40 @@ results = evaluate_student("outputs/student", "outputs/teacher", "offline:rotten
 results["student"]["top1_agreement"], results["explanations"]["agreement"]["spearman"]["mean"]
 ```
 
-Writes `eval_results.json` (everything), `eval_report.md` (the tables), `confusion_matrix.png`, and the explanation
-report of `kd_hf.explain.report` (`explanation_report.html`, `explanations/*.png` with the deletion curves).
+Writes `eval_results.json` (everything), `eval_report.md` (the tables), `confusion_matrix.png` (`results.py`), and
+the explanation report of `kd_hf.explain.report` (`explanation_report.html`, `explanations/*.png` with the deletion
+curves; `explanations.py`).
 """
 
-import json
 import logging
 import os
-import statistics
-import time
 
 import numpy as np
 import torch
-from safetensors.torch import save as safetensors_bytes
 from sklearn.metrics import confusion_matrix
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import EvalPrediction, PreTrainedModel, default_data_collator
 
-from .config import DistillationConfig
-from .data import DistillationDataCollator, load_raw_datasets, model_inputs, preprocess_images, tokenize_for_pair
-from .ensemble import EnsembleTeacher
-from .explain import IMAGE_BASELINE, TEXT_BASELINE, get_explainer
-from .metrics import classification_metrics, predictive_kl, top1_agreement
-from .models import load_model, load_processor
-from .pairing import align_labels, use_eager_attention
+from ..config import DistillationConfig
+from ..data import DistillationDataCollator, load_raw_datasets, model_inputs, preprocess_images, tokenize_for_pair
+from ..ensemble import EnsembleTeacher
+from ..metrics import classification_metrics, predictive_kl, top1_agreement
+from ..metrics.efficiency import count_parameters, median_latency_ms, size_on_disk_mb
+from ..models import load_model, load_processor
+from ..pairing import align_labels
+from .explanations import compare_on_examples, explain_sample, explanation_settings
+from .results import REPORT_FILE, RESULTS_FILE, plot_confusion_matrices, read_results, write_results
 
+
+__all__ = [
+    "REPORT_FILE", "RESULTS_FILE", "count_parameters", "evaluate_student", "explain_sample", "explanation_settings",
+    "median_latency_ms", "predict", "read_results", "size_on_disk_mb", "write_results",
+]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
-RESULTS_FILE = "eval_results.json"
-REPORT_FILE = "eval_report.md"
 LATENCY_BATCH_SIZES = (1, 32)
-
-
-def count_parameters(model: PreTrainedModel) -> int:
-    return sum(parameter.numel() for parameter in model.parameters())
-
-
-def size_on_disk_mb(model: PreTrainedModel) -> float:
-    """Megabytes of the model's weights as one safetensors file (what `save_pretrained` writes, unsharded)."""
-    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    return len(safetensors_bytes(state)) / 2**20
-
-
-@torch.inference_mode()
-def median_latency_ms(model: PreTrainedModel, inputs: dict, repeats: int = 10, warmup: int = 2) -> float:
-    """Median wall time of one forward pass over `inputs`, in milliseconds, after `warmup` passes."""
-    for _ in range(warmup):
-        model(**inputs)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(**inputs)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 @torch.inference_mode()
@@ -94,59 +73,6 @@ def _efficiency(model: PreTrainedModel, batch: dict, teacher: bool, repeats: int
             f"batch_{size}": median_latency_ms(model, {k: v[:size] for k, v in inputs.items()}, repeats)
             for size in LATENCY_BATCH_SIZES
         },
-    }
-
-
-def explain_sample(config, evaluation, student, teacher, student_processor, teacher_processor, n, method, n_steps):
-    """Both models' explanations of the first `n` examples of a raw eval split, compared.
-
-    Returns:
-        `tuple`: what `compare_explanations` returned (`None` for sentence pairs, not supported yet), what to show
-        for each example (texts, or `[h, w]` arrays to overlay), and the raw images (`None` for text).
-    """
-    from .explain.compare import compare_explanations
-
-    if method == "attention_rollout":
-        for role, model in (("student", student), ("teacher", teacher)):
-            use_eager_attention(model, role, "attention rollout reads attention weights")
-
-    sample = evaluation.select(range(min(n, evaluation.num_rows)))
-    if config.is_image_task:
-        pixels = preprocess_images(
-            sample, student_processor, image_column=config.image_column, label_column=config.label_column,
-            num_channels=getattr(student.config, "num_channels", 3),
-        )[:]["pixel_values"]  # fmt: skip
-        comparison = compare_explanations(teacher, student, pixels, method=method, n_steps=n_steps)
-        return comparison, [p.mean(0).numpy() for p in pixels], sample[config.image_column]
-    if len(config.text_columns) > 1:
-        logger.warning("Explanations of sentence pairs are not supported yet: skipping them.")
-        return None, None, None
-    texts = sample[config.text_columns[0]]
-    comparison = compare_explanations(
-        teacher, student, texts, student_processor, teacher_processor, method=method, n_steps=n_steps,
-        max_length=config.max_length,
-    )  # fmt: skip
-    return comparison, texts, None
-
-
-def explanation_settings(image: bool, method: str, n_steps: int) -> dict:
-    """How the explanations of a report were made, in words, for the report and the card."""
-    explainer = get_explainer(method, "image" if image else "text")
-    return {
-        "method": method,
-        "n_steps": n_steps if explainer.takes_n_steps else None,
-        "baseline": IMAGE_BASELINE if image else TEXT_BASELINE,
-        **explainer.settings,
-        "target": "the teacher's predicted class, for both models",
-        "aggregation": (
-            "pixel scores mean-pooled into the student's patch grid; maps compared cell by cell"
-            if image
-            else "sub-word scores summed into words; explanations compared word by word"
-        ),
-        "agreement": "signed scores ranked; top-k = top 20% of features; random baseline = chance level (expected "
-        "figure with the student's scores shuffled: 0 for rank correlations, k/n for top-k overlap)",
-        "faithfulness": "ERASER AOPC over bins 1/5/10/20/50% (removal = [PAD] and masked out / zero pixels); "
-        "deletion and insertion AUC over 10 steps",
     }
 
 
@@ -243,17 +169,17 @@ def evaluate_student(
         if explanation_examples > 0 and isinstance(teacher, EnsembleTeacher):
             logger.info("Several teachers: no explanations to compare (each teacher explains on its own).")
         elif explanation_examples > 0:
-            results["explanations"] = _explanations(
+            results["explanations"] = compare_on_examples(
                 pair, output_dir, explanation_examples, explanation_method, explanation_n_steps, trained_method
             )
         if global_examples > 0:
-            from .interpret.report import global_report_of_split
+            from ..interpret.report import global_report_of_split
 
             results["global"] = global_report_of_split(
                 config, evaluation, processed, labels, student, teacher, student_processor, teacher_processor,
                 global_examples, output_dir, explanation_method, explanation_n_steps, order,
             )  # fmt: skip
-    _plot_confusion_matrices(matrices, label_names, os.path.join(output_dir, "confusion_matrix.png"))
+    plot_confusion_matrices(matrices, label_names, os.path.join(output_dir, "confusion_matrix.png"))
     write_results(results, output_dir)
     return results
 
@@ -296,88 +222,3 @@ def _fidelity(student: dict, teacher: dict, student_logits: torch.Tensor, teache
         "compression": teacher["parameters"] / student["parameters"],
         "speedup": {key: teacher["latency_ms"][key] / student["latency_ms"][key] for key in student["latency_ms"]},
     }
-
-
-def _explanations(pair: tuple, output_dir: str, n: int, method: str, n_steps: int, trained_method: str | None):
-    """Both models' explanations of `n` examples compared (and written), and also by the method the student was
-    trained to match when it is another one; None where the pair cannot be compared."""
-    comparison, shown, inputs = explain_sample(*pair, n, method, n_steps)
-    if comparison is None:
-        return None
-    explanations = _write_explanations(comparison, output_dir, shown, inputs)
-    if trained_method not in (None, method):
-        trained, _, _ = explain_sample(*pair, n, trained_method, n_steps)
-        explanations["trained_method"] = {"method": trained_method, "agreement": trained["agreement"]}
-    return explanations
-
-
-def _write_explanations(comparison: dict, output_dir: str, shown, images=None) -> dict:
-    """The explanation report, the explained images (`examples/000.png`, ...), and what the results say of both."""
-    from .explain.report import write_report
-
-    image = images is not None
-    if image:
-        write_report(comparison, output_dir, list(range(len(shown))), shown)
-        os.makedirs(os.path.join(output_dir, "examples"), exist_ok=True)
-        for i, picture in enumerate(images):
-            picture.save(os.path.join(output_dir, "examples", f"{i:03d}.png"))
-    else:
-        write_report(comparison, output_dir, shown)
-    return {
-        "settings": explanation_settings(image, comparison["method"], comparison["n_steps"]),
-        "num_examples": len(comparison["explanations"]["teacher"]),
-        "skipped": comparison["skipped"],
-        "agreement": comparison["agreement"],
-        "faithfulness": comparison["faithfulness"],
-        "examples": [
-            {
-                "index": i,
-                "text": None if image else " ".join(t.words),
-                "teacher": {"label": t.label, "probability": t.probability},
-                "student": {"label": s.label, "probability": s.probability},
-                "input_png": f"examples/{i:03d}.png" if image else None,
-                "teacher_png": f"explanations/{i:03d}_teacher.png",
-                "student_png": f"explanations/{i:03d}_student.png",
-            }
-            for i, (t, s) in enumerate(
-                zip(comparison["explanations"]["teacher"], comparison["explanations"]["student"])
-            )
-        ],
-    }
-
-
-def read_results(folder: str) -> dict | None:
-    """The `eval_results.json` that `write_results` left in `folder`, if any (not Trainer's flat file of that name)."""
-    path = os.path.join(folder, RESULTS_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path) as file:
-        results = json.load(file)
-    return results if "student" in results else None
-
-
-def write_results(results: dict, output_dir: str) -> None:
-    """`eval_results.json` (strict JSON: `null` where a figure is undefined) and `eval_report.md` in `output_dir`,
-    both rendered before either is written, and each written whole: a failure leaves the previous ones."""
-    from .explain.report import strict_json, write_atomically
-    from .report import evaluation_report
-
-    report, content = evaluation_report(results), strict_json(results)
-    write_atomically(os.path.join(output_dir, RESULTS_FILE), content)
-    write_atomically(os.path.join(output_dir, REPORT_FILE), report)
-
-
-def _plot_confusion_matrices(matrices: dict, label_names: list[str], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import ConfusionMatrixDisplay
-
-    figure, axes = plt.subplots(1, len(matrices), figsize=(4 * len(matrices), 3.6), dpi=100, squeeze=False)
-    for axis, (role, matrix) in zip(axes[0], matrices.items()):
-        ConfusionMatrixDisplay(matrix, display_labels=label_names).plot(ax=axis, colorbar=False, cmap="Blues")
-        axis.set_title(role)
-    figure.tight_layout()
-    figure.savefig(path, bbox_inches="tight")
-    plt.close(figure)
