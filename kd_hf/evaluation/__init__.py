@@ -129,8 +129,9 @@ def evaluate_student(
     label_names = [student.config.id2label[i] for i in range(student.config.num_labels)]
 
     os.makedirs(output_dir, exist_ok=True)
-    student_logits = predict(student, loader, desc="Student predictions")
     first_batch = next(iter(DataLoader(processed, batch_size=max(LATENCY_BATCH_SIZES), collate_fn=collator)))
+    measured = (loader, first_batch, labels, latency_repeats)
+    student_results, student_logits = _measure("student", student_name, student, *measured)
     results = {
         "task": "image-classification" if image else "text-classification",
         "dataset": {
@@ -140,30 +141,16 @@ def evaluate_student(
             "num_examples": len(labels),
         },  # fmt: skip
         "labels": label_names,
-        "student": {
-            "name_or_path": student_name,
-            **_task_metrics(labels, student_logits),
-            **_efficiency(student, first_batch, False, latency_repeats),
-        },
+        "student": student_results,
         "teacher": None,
         "explanations": None,
         "global": None,
     }
-    matrices = {"student": confusion_matrix(labels, student_logits.argmax(-1).numpy(), labels=range(len(label_names)))}
+    matrices = {"student": _confusion(labels, student_logits, label_names)}
     if teacher is not None:
         order = align_labels(teacher.config, student.config, config.label_mapping)
-        teacher_logits = predict(teacher, loader, teacher=True, desc="Teacher predictions")
-        if order is not None:
-            teacher_logits = teacher_logits[:, order]
-        results["teacher"] = {
-            "name_or_path": teacher_name,
-            **_task_metrics(labels, teacher_logits),
-            **_efficiency(teacher, first_batch, True, latency_repeats),
-        }
-        matrices = {
-            "teacher": confusion_matrix(labels, teacher_logits.argmax(-1).numpy(), labels=range(len(label_names))),
-            **matrices,
-        }
+        results["teacher"], teacher_logits = _measure("teacher", teacher_name, teacher, *measured, order)
+        matrices = {"teacher": _confusion(labels, teacher_logits, label_names), **matrices}
         results["student"].update(_fidelity(results["student"], results["teacher"], student_logits, teacher_logits))
         pair = (config, evaluation, student, teacher, student_processor, teacher_processor)
         if explanation_examples > 0 and isinstance(teacher, EnsembleTeacher):
@@ -182,6 +169,23 @@ def evaluate_student(
     plot_confusion_matrices(matrices, label_names, os.path.join(output_dir, "confusion_matrix.png"))
     write_results(results, output_dir)
     return results
+
+
+def _measure(role: str, name: str | None, model, loader, first_batch, labels, repeats: int, order=None):
+    """A model's results (task quality, size, speed) and its logits over the loader, in the student's label order."""
+    logits = predict(model, loader, teacher=role == "teacher", desc=f"{role.capitalize()} predictions")
+    if order is not None:
+        logits = logits[:, order]
+    results = {
+        "name_or_path": name,
+        **_task_metrics(labels, logits),
+        **_efficiency(model, first_batch, role == "teacher", repeats),
+    }
+    return results, logits
+
+
+def _confusion(labels: np.ndarray, logits: torch.Tensor, label_names: list[str]) -> np.ndarray:
+    return confusion_matrix(labels, logits.argmax(-1).numpy(), labels=range(len(label_names)))
 
 
 def _loaded(model, processor, name: str | None, image: bool) -> tuple[str | None, object, object]:
