@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from kd_hf.demo import Answer
+
 
 TEXT = "a good and great film, fine cast"
 
@@ -159,8 +161,6 @@ def _check_deletion(plot: dict, models: set[str]):
 
 @pytest.mark.parametrize("method", ["input_x_gradient", "integrated_gradients"])
 def test_text_demo_returns_both_models_predictions_word_attributions_and_agreement(text_app, method):
-    from kd_hf.demo import Answer
-
     answered = text_app.predict(TEXT, method, 8, api_name="/explain_text")
     assert len(answered) == len(Answer._fields)  # the endpoint returns `Answer`'s fields, in order
     answer = Answer(*answered)
@@ -245,20 +245,20 @@ def test_image_demo_answers_unreadable_or_huge_images_with_a_message(image_app, 
 
     not_an_image = tmp_path / "photo.png"
     not_an_image.write_text("this is not a PNG")
-    message, *_, figures, _ = image_app.predict(
-        handle_file(str(not_an_image)), "saliency", 8, api_name="/explain_image"
-    )
-    assert message.startswith("⚠️") and "could not be read as an image" in message
+    answer = Answer(*image_app.predict(handle_file(str(not_an_image)), "saliency", 8, api_name="/explain_image"))
+    assert answer.message.startswith("⚠️") and "could not be read as an image" in answer.message
 
     Image.new("L", (6000, 5000)).save(tmp_path / "huge.png")  # 30 megapixels of black: a small file
-    message, *_ = image_app.predict(handle_file(str(tmp_path / "huge.png")), "saliency", 8, api_name="/explain_image")
-    assert message.startswith("⚠️") and "megapixels" in message
+    answer = Answer(
+        *image_app.predict(handle_file(str(tmp_path / "huge.png")), "saliency", 8, api_name="/explain_image")
+    )
+    assert answer.message.startswith("⚠️") and "megapixels" in answer.message
 
     Image.new("L", (1500, 1200), 128).save(tmp_path / "large.png")
-    message, teacher, student, *_ = image_app.predict(
-        handle_file(str(tmp_path / "large.png")), "saliency", 8, api_name="/explain_image"
+    answer = Answer(
+        *image_app.predict(handle_file(str(tmp_path / "large.png")), "saliency", 8, api_name="/explain_image")
     )
-    assert "shrunk to 1024" in message and student["label"]
+    assert "shrunk to 1024" in answer.message and answer.student_label["label"]
 
 
 def _raw_call(client, payload) -> str:
@@ -276,21 +276,21 @@ def test_image_demo_reads_only_uploaded_files_and_says_the_same_of_any_other_pat
 
     existing = _digit(tmp_path / "secret.png")  # an image on the server, never uploaded
     answers = [
-        image_app.predict({"path": path}, "saliency", 8, api_name="/explain_image")
+        Answer(*image_app.predict({"path": path}, "saliency", 8, api_name="/explain_image"))
         for path in (existing, str(tmp_path / "missing.png"), str(tmp_path))
     ]
-    messages = {message for message, *_ in answers}
+    messages = {answer.message for answer in answers}
     assert len(messages) == 1  # nothing tells an existing path from a missing one
     [message] = messages
-    assert all(figures["data"] == [] for *_, figures, _ in answers)
+    assert all(answer.figures["data"] == [] for answer in answers)
     assert message.startswith("⚠️") and "uploaded" in message and "Explained class" not in message
-    assert all(answer[2] == {} and answer[4] is None for answer in answers)  # no prediction, no overlay
+    assert all(answer.student_label == {} and answer.student is None for answer in answers)  # no prediction, overlay
     # With gradio's file marker, gradio itself refuses a path it did not receive as an upload.
     marked = [_raw_call(image_app, {"path": p, "meta": {"_type": "gradio.FileData"}}) for p in (existing, "/nope.png")]
     assert all("event: error" in raw and "Explained class" not in raw for raw in marked)
     # An upload of the same file is explained.
-    message, *_ = image_app.predict(handle_file(existing), "saliency", 8, api_name="/explain_image")
-    assert "Explained class" in message
+    answer = Answer(*image_app.predict(handle_file(existing), "saliency", 8, api_name="/explain_image"))
+    assert "Explained class" in answer.message
 
 
 def test_image_demo_never_opens_a_fifo(image_app, tmp_path):
@@ -298,12 +298,14 @@ def test_image_demo_never_opens_a_fifo(image_app, tmp_path):
     os.mkfifo(fifo)
     try:
         job = image_app.submit({"path": str(fifo)}, "saliency", 8, api_name="/explain_image")
-        message, *_, figures, _ = job.result(timeout=20)
+        answer = Answer(*job.result(timeout=20))
     finally:  # a reader blocked on the FIFO (the bug) gets end-of-file and frees the demo's only worker
         with contextlib.suppress(OSError):
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    missing, *_ = image_app.predict({"path": str(tmp_path / "missing.png")}, "saliency", 8, api_name="/explain_image")
-    assert message == missing and message.startswith("⚠️") and figures["data"] == []
+    missing = Answer(
+        *image_app.predict({"path": str(tmp_path / "missing.png")}, "saliency", 8, api_name="/explain_image")
+    )
+    assert answer.message == missing.message and answer.message.startswith("⚠️") and answer.figures["data"] == []
 
 
 def test_image_demo_with_unloadable_teacher_runs_the_student_alone(image_models, tmp_path):
@@ -311,12 +313,14 @@ def test_image_demo_with_unloadable_teacher_runs_the_student_alone(image_models,
 
     with running(image_models["student"], teacher=str(tmp_path / "no-such-teacher")) as client:
         status = client.predict(api_name="/status")
-        message, teacher, student, teacher_map, student_map, figures, _ = client.predict(
-            handle_file(_digit(tmp_path / "digit.png")), "integrated_gradients", 4, api_name="/explain_image"
+        answer = Answer(
+            *client.predict(
+                handle_file(_digit(tmp_path / "digit.png")), "integrated_gradients", 4, api_name="/explain_image"
+            )
         )
     assert "Teacher `no-such-teacher` is not available here" in status and str(tmp_path) not in status
-    assert teacher == {} and teacher_map is None and student_map is not None
-    _check_figures(figures, ["student"], "")
+    assert answer.teacher_label == {} and answer.teacher is None and answer.student is not None
+    _check_figures(answer.figures, ["student"], "")
 
 
 def _components(demo, kind):
@@ -384,7 +388,7 @@ def test_a_card_naming_a_missing_teacher_shows_a_plain_note_and_no_server_path(
     assert f"Teacher `{shown}` is not available here ({reason}), so only the student is shown." in header
     assert "**Student:** `minilm-student`" in header
     answer = _explain(demo, TEXT, "integrated_gradients", 8)
-    assert "Explained class" in answer[0] and answer[1] is None  # the student alone
+    assert "Explained class" in answer.message and answer.teacher_label is None  # the student alone
     page = header + repr(answer)
     assert (
         str(tmp_path) not in page
