@@ -191,16 +191,17 @@ def test_text_demo_returns_both_models_predictions_word_attributions_and_agreeme
     ],
 )
 def test_text_demo_answers_bad_input_with_a_message(text_app, text, method, expected):
-    message, teacher, student, *_, figures, deletion = text_app.predict(text, method, 8, api_name="/explain_text")
-    assert message.startswith("⚠️") and expected in message
-    assert teacher == student == {} and figures["data"] == [] and deletion is None  # every output cleared
+    answer = Answer(*text_app.predict(text, method, 8, api_name="/explain_text"))
+    assert answer.message.startswith("⚠️") and expected in answer.message
+    assert answer.teacher_label == answer.student_label == {}  # every output cleared
+    assert answer.figures["data"] == [] and answer.deletion is None
 
 
 def test_text_demo_bounds_integrated_gradients_steps(text_app):
     from kd_hf.demo import MAX_STEPS
 
-    message, *_ = text_app.predict(TEXT, "integrated_gradients", MAX_STEPS + 1, api_name="/explain_text")
-    assert message.startswith("⚠️") and f"1 to {MAX_STEPS} steps" in message
+    answer = Answer(*text_app.predict(TEXT, "integrated_gradients", MAX_STEPS + 1, api_name="/explain_text"))
+    assert answer.message.startswith("⚠️") and f"1 to {MAX_STEPS} steps" in answer.message
 
 
 def test_text_demo_without_teacher_shows_the_student_alone(text_models):
@@ -208,15 +209,15 @@ def test_text_demo_without_teacher_shows_the_student_alone(text_models):
         assert "No teacher is named in the student's card, so only the student is shown." in client.predict(
             api_name="/status"
         )
-        message, teacher, student, teacher_words, student_words, figures, deletion = client.predict(
-            TEXT, "input_x_gradient", 8, api_name="/explain_text"
-        )
-    assert teacher == {} and teacher_words is None
-    _check_label(student, {"negative", "positive"})
-    assert len([row for row in student_words if row["token"].strip()]) == len(TEXT.split())
-    _check_figures(figures, ["student"], "")  # no teacher column, no agreement rows
-    assert f"Explained class: **{student['label']}**" in message and "Spearman" not in message
-    _check_deletion(deletion, {"student"})
+        answer = Answer(*client.predict(TEXT, "input_x_gradient", 8, api_name="/explain_text"))
+    assert answer.teacher_label == {} and answer.teacher is None
+    _check_label(answer.student_label, {"negative", "positive"})
+    assert len([row for row in answer.student if row["token"].strip()]) == len(TEXT.split())
+    _check_figures(answer.figures, ["student"], "")  # no teacher column, no agreement rows
+    assert (
+        f"Explained class: **{answer.student_label['label']}**" in answer.message and "Spearman" not in answer.message
+    )
+    _check_deletion(answer.deletion, {"student"})
 
 
 def test_image_demo_returns_predictions_heatmaps_and_agreement(image_app, tmp_path):
