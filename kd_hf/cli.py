@@ -4,6 +4,7 @@
 kd-hf train recipes/offline_text_teacher.yaml          # fine-tune a teacher, no distillation
 kd-hf distill recipes/offline_text.yaml --max_steps 50  # any recipe field can be overridden
 kd-hf eval outputs/student --dataset offline:rotten_tomatoes  # the teacher comes from the student's card
+kd-hf export outputs/student --quantize int8             # onnx/ and export_results.json, parity printed
 kd-hf push outputs/student --repo-id me/student --space-id me/student-demo
 kd-hf demo outputs/student                              # the Gradio demo on http://127.0.0.1:7860
 accelerate launch -m kd_hf.cli distill recipes/offline_text.yaml
@@ -27,6 +28,7 @@ COMMANDS = {
     "distill": "distil the recipe's teacher into its student",
     "explain": "compare a student's and its teacher's explanations on a dataset sample",
     "eval": "report a student vs its teacher: accuracy, agreement, explanations, size, speed",
+    "export": "export a student to ONNX (and int8) and measure what survives: agreement, explanations, speed",
     "push": "upload a student folder with its card to the Hub, and its Gradio Space",
     "demo": "run the Gradio demo: teacher and student predictions and explanations side by side",
 }
@@ -98,6 +100,48 @@ def eval_parser() -> argparse.ArgumentParser:
         "(0 skips it)",
     )  # fmt: skip
     parser.add_argument("--output_dir", default="eval_report")
+    return parser
+
+
+def export_parser() -> argparse.ArgumentParser:
+    from .export import DEFAULT_OPSET, QUANTIZATIONS
+
+    parser = argparse.ArgumentParser(
+        prog="kd-hf export",
+        description="Export a student folder to onnx/model.onnx (and onnx/model_quantized.onnx), measure both against "
+        "the PyTorch student and its teacher on the split its report used, and write export_results.json.",
+    )
+    parser.add_argument("folder", help="the student: a local folder written by `kd-hf distill` or `save_pretrained`")
+    parser.add_argument("--quantize", choices=QUANTIZATIONS, default=None, help="also write the int8 graph")
+    parser.add_argument(
+        "--opset", type=_at_least_one, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})"
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="measure on another dataset than the student's recipe (e.g. offline:mnist)"
+    )
+    parser.add_argument(
+        "--eval-split", "--eval_split", dest="eval_split", default=None,
+        help="the split to measure on (default: the one the student's report used)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-examples", "--max_examples", dest="max_examples", type=_at_least_one, default=None,
+        help="measure on a seeded random sample this big",
+    )  # fmt: skip
+    parser.add_argument("--teacher", default=None, help="the teacher; defaults to the one in the student's card")
+    parser.add_argument("--no-teacher", dest="use_teacher", action="store_false", help="measure the student alone")
+    parser.add_argument(
+        "-n", "--explanation-examples", "--explanation_examples", dest="explanation_examples", type=int, default=50,
+        help="examples explained by occlusion on every model (0 skips explanations)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latency-repeats", "--latency_repeats", dest="latency_repeats", type=_at_least_one, default=30,
+        help="timed rounds per batch size",
+    )  # fmt: skip
+    parser.add_argument(
+        "--threads", type=_at_least_one, default=1,
+        help="CPU threads of PyTorch and of onnxruntime while measuring (default 1: the same for both, and steady on a "
+        "busy machine)",
+    )  # fmt: skip
     return parser
 
 
@@ -186,6 +230,26 @@ def _eval(argv: list[str]) -> None:
     print(f"Wrote {options.output_dir}/{REPORT_FILE} and eval_results.json")
 
 
+def _export(argv: list[str]) -> None:
+    from .export import RESULTS_FILE, default_teacher, evaluation_config, export_student, parity_tables
+
+    options = export_parser().parse_args(argv)
+    config = evaluation_config(options.folder, options.dataset, options.eval_split, options.max_examples)
+    teacher = (options.teacher or default_teacher(options.folder)) if options.use_teacher else None
+    if teacher is None and options.use_teacher:
+        print("No --teacher given and none in the student's card: measuring the student alone.")
+    try:
+        results = export_student(
+            options.folder, options.quantize, options.opset, teacher=teacher, config=config,
+            explanation_examples=options.explanation_examples, latency_repeats=options.latency_repeats,
+            threads=options.threads,
+        )  # fmt: skip
+    except ModuleNotFoundError as error:  # the `export` extra is missing: the message says what to install
+        raise SystemExit(str(error)) from None
+    print(parity_tables(results))
+    print(f"Wrote {options.folder}/onnx/ and {options.folder}/{RESULTS_FILE}")
+
+
 def _push(argv: list[str]) -> None:
     from .hub import check_repo_id, push_student
 
@@ -205,7 +269,7 @@ def _push(argv: list[str]) -> None:
         print(f"{kind}: {url}")
 
 
-TOOLS = {"explain": _explain, "eval": _eval, "push": _push, "demo": _demo}
+TOOLS = {"explain": _explain, "eval": _eval, "export": _export, "push": _push, "demo": _demo}
 
 
 # Errors whose message is written for the user (a bad recipe, missing files, a non-finite loss): the `kd-hf`
