@@ -51,7 +51,7 @@ _NOT_TRAINING = frozenset(
     save_only_model save_strategy save_steps save_on_each_node save_total_limit enable_jit_checkpoint
     push_to_hub hub_token hub_private_repo hub_model_id hub_strategy hub_always_push hub_revision hub_space_id
     hub_teacher_id hub_push_teacher
-    explanation_examples explanation_method explanation_n_steps card_examples global_examples card_license
+    explanation_examples explanation_method explanation_n_steps card_examples global_examples card_license export_onnx
     use_cpu local_rank ddp_find_unused_parameters ddp_bucket_cap_mb ddp_broadcast_buffers ddp_static_graph
     ddp_backend ddp_timeout dataloader_num_workers dataloader_pin_memory dataloader_persistent_workers
     dataloader_prefetch_factor dataloader_multiprocessing_context torch_empty_cache_steps gradient_checkpointing

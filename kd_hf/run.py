@@ -263,9 +263,27 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         compute = {"student_seconds": distilled - started, "report_seconds": time.perf_counter() - distilled}
         trainer.write_card(results=results, compute=compute)
         logger.info("Wrote the evaluation report and the explanation card to %s", args.output_dir)
+        if args.export_onnx:
+            _export(args, trainer.accelerator.unwrap_model(trainer.teacher), teacher_processor)
     if args.push_to_hub:
         trainer.push_to_hub()
     return trainer
+
+
+def _export(args: DistillationConfig, teacher, teacher_processor) -> None:
+    """`export_onnx`: the saved student as ONNX graphs, measured against it and the teacher on the report's split; the
+    card gains its *Deployment* section (`kd-hf export` does the same later)."""
+    from .export import export_student
+    from .report import parity_tables
+
+    results = export_student(
+        args.output_dir,
+        quantize="int8" if args.export_onnx == "int8" else None,
+        teacher=None if isinstance(teacher, EnsembleTeacher) else teacher,  # several teachers: no single reference
+        teacher_processor=teacher_processor,
+        config=_report_config(args),
+    )
+    logger.info("Exported the student to ONNX:\n%s", parity_tables(results))
 
 
 def explain(

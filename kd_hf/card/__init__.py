@@ -18,10 +18,20 @@ from pathlib import Path
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..report import global_summary, results_tables
+from ..report import global_summary, parity_tables, results_tables
 from .citations import citations
 from .facts import card_facts, data_facts, is_hub_id, model_source, recipe_fields, teacher_sources
-from .text import compute_lines, dataset_line, dataset_link, figure_counts, recipe_value, summary, training_data, usage
+from .text import (
+    compute_lines,
+    dataset_line,
+    dataset_link,
+    figure_counts,
+    onnx_usage,
+    recipe_value,
+    summary,
+    training_data,
+    usage,
+)  # fmt: skip
 
 
 __all__ = [
@@ -91,6 +101,7 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
     labels = recipe_fields(facts["recipe"].get("loss_type") or [])
     recipe_rows += [(labels.get(name, name), recipe_value(value)) for name, value in facts["recipe"].items()]
     space_id = facts.get("space_id")
+    deployment = facts.get("deployment")
     return ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
@@ -108,6 +119,12 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
         method_name=(explanations.get("settings") or {}).get("method", "attribution methods"),
         num_examples=(results.get("dataset") or {}).get("num_examples", "the"),
         global_behaviour=global_summary(results["global"]) if results.get("global") else None,
+        deployment_table=parity_tables(deployment) if deployment else None,
+        onnx_usage=onnx_usage(facts, model_id, folder) if deployment else None,
+        onnx_files="`model.onnx` in fp32"
+        + (
+            ", `model_quantized.onnx` with int8 weights" if "onnx_int8" in (deployment or {}).get("models", {}) else ""
+        ),
         task=facts["task"].replace("-", " "),
         labels=", ".join(map(str, facts["labels"])),
         dataset_link=dataset_link(facts["dataset"]),

@@ -83,6 +83,50 @@ def usage(facts: dict, where: str) -> str:
     )
 
 
+def onnx_usage(facts: dict, model_id: str | None, folder: str | None) -> str:
+    """A snippet that runs the exported int8 graph (or the fp32 one) with onnxruntime alone, from the Hub repo or the
+    local folder: the inputs the graph takes, fed from the student's own tokenizer or image processor."""
+    deployment = facts["deployment"]
+    graph = "onnx/model_quantized.onnx" if "onnx_int8" in deployment["models"] else "onnx/model.onnx"
+    where = model_id or folder or "path/to/student"
+    image = facts["task"] == "image-classification"
+    lines = [] if model_id else ["import os", ""]
+    lines += ["import numpy as np", "import onnxruntime as ort"]
+    if model_id:
+        lines.append("from huggingface_hub import hf_hub_download")
+    if image:
+        lines.append("from PIL import Image")
+    lines += [
+        f"from transformers import AutoConfig, {'AutoImageProcessor' if image else 'AutoTokenizer'}",
+        "",
+        f'graph = hf_hub_download("{where}", "{graph}")'
+        if model_id
+        else f'graph = os.path.join("{where}", "{graph}")',
+        "session = ort.InferenceSession(graph)",
+        f'config = AutoConfig.from_pretrained("{where}")',
+    ]
+    if image:
+        lines += [
+            f'processor = AutoImageProcessor.from_pretrained("{where}")',
+            'image = Image.new("L" if config.num_channels == 1 else "RGB", (28, 28))',
+            'feeds = {"pixel_values": processor(image, return_tensors="np")["pixel_values"].astype(np.float32)}',
+        ]
+    else:
+        example = facts["examples"][0]["text"] if facts.get("examples") else "a quiet triumph"
+        lines += [
+            f'tokenizer = AutoTokenizer.from_pretrained("{where}")',
+            f'inputs = tokenizer([{example!r}], return_tensors="np")',
+            'zeros = np.zeros_like(inputs["input_ids"])  # token_type_ids, if the graph takes them and the tokenizer gives none',
+            "feeds = {i.name: inputs.get(i.name, zeros).astype(np.int64) for i in session.get_inputs()}",
+        ]
+    lines += [
+        'logits = session.run(["logits"], feeds)[0][0]',
+        "probabilities = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()",
+        "print({config.id2label[i]: round(float(p), 3) for i, p in enumerate(probabilities)})",
+    ]
+    return "\n".join(lines)
+
+
 def recipe_value(value) -> str:
     if isinstance(value, list):
         return ", ".join(map(str, value))

@@ -28,10 +28,11 @@ print(parity_tables(results))
 
 Modules: `exporter` (trace and check, atomic `onnx/`), `quantize` (int8), `runtime` (onnxruntime sessions), `data` (what the
 student was evaluated on), `parity` (logits, latency, sizes), `occlusion` (explanations of the graphs), `report`
-(`export_student`), `tables` (the printed tables). onnx, onnxscript and onnxruntime come with `pip install
-'kd-hf[export]'`.
+(`export_student`); the printed tables are `kd_hf.report.deployment`'s. onnx, onnxscript and onnxruntime come with
+`pip install 'kd-hf[export]'`.
 """
 
+from ..report.deployment import parity_tables
 from .data import default_teacher, evaluation_config
 from .exporter import (
     DEFAULT_OPSET,
@@ -45,7 +46,6 @@ from .exporter import (
 )
 from .report import RESULTS_FILE, export_student, read_export_results
 from .runtime import OnnxClassifier
-from .tables import parity_tables
 
 
 __all__ = [

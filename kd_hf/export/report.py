@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..card import CARD_FILE, write_card
 from ..data import load_raw_datasets
 from ..explain.report import strict_json, write_atomically
 from ..models import load_model, load_processor
@@ -91,7 +92,19 @@ def export_student(
     finally:
         torch.set_num_threads(before)
     write_atomically(os.path.join(folder, RESULTS_FILE), strict_json(results))
+    _add_to_card(folder, results)
     return results
+
+
+def _add_to_card(folder: str, results: dict) -> None:
+    """A student with an explanation card gets its *Deployment* section: the card's facts keep the export's figures
+    (so that a push renders them too) and README.md is rendered again."""
+    path = os.path.join(folder, CARD_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path) as file:
+        facts = json.load(file)
+    write_card(folder, {**facts, "deployment": results})
 
 
 def _measure(folder, exported, config, teacher, teacher_processor, explanation_examples, latency_repeats, threads):

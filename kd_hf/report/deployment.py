@@ -1,7 +1,7 @@
 """The parity of an export as Markdown tables, rendered from `export_results.json` (data only): what `kd-hf export`
 prints, and what a card's *Deployment* section can show."""
 
-from ..report.numbers import figure
+from .numbers import figure
 
 
 MODEL_NAMES = {"pytorch": "PyTorch fp32", "onnx_fp32": "ONNX fp32", "onnx_int8": "ONNX int8"}
