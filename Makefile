@@ -26,9 +26,10 @@ $(TEACHER)/model.safetensors: | setup
 test: setup
 	$(BIN)/python -m pytest tests
 
-# The tests not marked `slow`, while editing (under a minute on a quiet machine); CI and `make test` run them all.
+# The tests not marked `slow`, while editing, on two processes (under a minute on a quiet machine); CI and `make test`
+# run them all, one at a time.
 test-fast: setup
-	$(BIN)/python -m pytest tests -m "not slow" -q
+	$(BIN)/python -m pytest tests -m "not slow" -q -n 2
 
 quality: setup
 	$(BIN)/ruff check kd_hf tests benchmarks space
@@ -52,6 +53,11 @@ benchmark-overhead: setup $(TEACHER)/model.safetensors
 
 # Issue 14's ablation: each lever alone and together, 3 seeds, held-out test split (hours on 2 cores).
 VISION_TEACHER := outputs/vit-mnist
+# Issue 17's goals: the offline text and vision students exported to ONNX fp32 and int8, measured against PyTorch.
+.PHONY: benchmark-export
+benchmark-export: setup
+	$(BIN)/python benchmarks/export.py
+
 .PHONY: benchmark-fidelity
 benchmark-fidelity: setup $(TEACHER)/model.safetensors $(VISION_TEACHER)/model.safetensors
 	$(BIN)/python benchmarks/fidelity.py --modality text --seeds 42 43 44
