@@ -29,7 +29,7 @@ test: setup
 # The tests not marked `slow`, while editing, on two processes (under a minute on a quiet machine); CI and `make test`
 # run them all, one at a time.
 test-fast: setup
-	$(BIN)/python -m pytest tests -m "not slow" -q -n 2
+	$(BIN)/python -m pytest tests -m "not slow" -q -n 2 --dist loadfile
 
 quality: setup
 	$(BIN)/ruff check kd_hf tests benchmarks space
