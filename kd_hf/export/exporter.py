@@ -164,7 +164,9 @@ def _export_fp32(model, path: str, opset: int) -> tuple[str, ...]:
 
 def _drop_node_metadata(path: str) -> None:
     """Drop what the exporter records on every node (its PyTorch stack trace, module path and FX node): paths of this
-    machine's files, which a published model should not carry, and a third of a small model's int8 file."""
+    machine's files, which a published model should not carry, and a third of a small model's int8 file. The shape
+    annotations of intermediate values go too (onnxruntime infers them; quantisation writes them back): a tenth of a
+    small model's int8 file."""
     import onnx
 
     def clear(graph):
@@ -176,6 +178,7 @@ def _drop_node_metadata(path: str) -> None:
 
     model = onnx.load(path)
     clear(model.graph)
+    del model.graph.value_info[:]
     for function in model.functions:
         for node in function.node:
             del node.metadata_props[:]
@@ -244,7 +247,10 @@ def export_onnx(folder: str, quantize: str | None = None, opset: int = DEFAULT_O
         model_path = os.path.join(staged, MODEL_FILE)
         input_names = _export_fp32(model, model_path, opset)
         logger.info("Exported %s to ONNX: max |Δlogit| %.2g on unseen shapes.", folder, _check_fp32(model, model_path))
-        settings = quantize_int8(model_path, os.path.join(staged, QUANTIZED_FILE)) if quantize else None
+        settings = None
+        if quantize:
+            settings = quantize_int8(model_path, os.path.join(staged, QUANTIZED_FILE))
+            _drop_node_metadata(os.path.join(staged, QUANTIZED_FILE))
         _swap_in(staged, target)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
