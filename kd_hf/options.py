@@ -69,5 +69,8 @@ class RecipeOptions:
         for name in cls.MAPPINGS:
             setattr(config, name, as_dict(getattr(config, name), name))
         for option in dataclasses.fields(cls):
+            value, choices = getattr(config, option.name), option.metadata.get("choices")
+            if value is None and option.default is None:
+                choices = None  # an optional field left unset
             spec, hint = cls.RANGES.get(option.name, (None, None))
-            check_value(option.name, getattr(config, option.name), option.metadata.get("choices"), spec, hint)
+            check_value(option.name, value, choices, spec, hint)

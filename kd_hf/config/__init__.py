@@ -1,8 +1,8 @@
 """`DistillationConfig`: every knob of a kd_hf run, readable from a flat YAML recipe.
 
 The config is made of groups of fields (`kd_hf.options.RecipeOptions`), each with its checks: the teacher and the
-student (`models.py`), the data (`data.py`), the report and the Hub (`report.py`), and the options of each loss
-(`kd_hf.losses`). This module adds the objective that ties them together and the checks across groups.
+student (`models.py`), the objective (`objective.py`), the data (`data.py`), the report and the Hub (`report.py`), and
+the options of each loss (`kd_hf.losses`). This module adds the checks across groups.
 """
 
 import dataclasses
@@ -12,31 +12,38 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ..losses import LOSS_OPTIONS, LOSS_REGISTRY, option_classes
-from ..options import RecipeOptions, as_dict, check_value
+from ..losses import option_classes
+from ..options import RecipeOptions
 from .data import DataOptions
 from .models import MODEL_INITS, TEACHER_DTYPES, StudentOptions, TeacherOptions
+from .objective import ObjectiveOptions
 from .report import ReportOptions
 
 
 __all__ = [
-    "MODEL_INITS", "TEACHER_DTYPES", "DataOptions", "DistillationConfig", "ReportOptions", "StudentOptions",
-    "TeacherOptions",
+    "MODEL_INITS", "TEACHER_DTYPES", "DataOptions", "DistillationConfig", "ObjectiveOptions", "ReportOptions",
+    "StudentOptions", "TeacherOptions",
 ]  # fmt: skip
 
 
 # Dataclass fields come from the bases last to first: `--help` lists the teacher's, the student's, the losses', the
-# data's and the report's after TrainingArguments' own, and the objective's last.
+# data's, the report's and the objective's after TrainingArguments' own.
 @dataclass
 class DistillationConfig(
-    ReportOptions, DataOptions, *reversed(option_classes()), StudentOptions, TeacherOptions, TrainingArguments
+    ObjectiveOptions,
+    ReportOptions,
+    DataOptions,
+    *reversed(option_classes()),
+    StudentOptions,
+    TeacherOptions,
+    TrainingArguments,
 ):
     r"""
     Configuration of a distillation run: the teacher, the student, the losses and the data, on top of every
     [`~transformers.TrainingArguments`] field. A recipe is a flat YAML file of these fields, which come in groups
     that this config inherits: the teacher's and the student's (`TeacherOptions`, `StudentOptions`), each loss's own
-    (`temperature`, `attention_heads`, `attribution_method`, ...; `kd_hf.losses`), the data's (`DataOptions`) and the
-    report's and the Hub's (`ReportOptions`).
+    (`temperature`, `attention_heads`, `attribution_method`, ...; `kd_hf.losses`), the data's (`DataOptions`), the
+    report's and the Hub's (`ReportOptions`), and the objective's (`ObjectiveOptions`).
 
     The training objective is
 
@@ -49,53 +56,6 @@ class DistillationConfig(
     `kd-hf train` uses the same config without a teacher: it fine-tunes the model named by `model_name_or_path`
     (or built from `model_config`) with plain cross-entropy.
     """
-
-    # The objective, and how the student trains.
-    loss_type: list[str] = field(
-        default_factory=lambda: ["soft_label"],
-        metadata={"help": "Distillation losses to sum, by registry name (see `kd_hf.losses.LOSS_REGISTRY`)."},
-    )
-    loss_weights: list[float] | None = field(
-        default=None, metadata={"help": "One weight per `loss_type` entry; `None` gives every loss weight 1."}
-    )
-    alpha: float = field(
-        default=0.5,
-        metadata={
-            "help": "Weight of the hard-label cross-entropy, in [0, 1]; the distillation losses get 1 - alpha. "
-            "0 is pure distillation, 1 is plain fine-tuning.",
-        },
-    )
-    teacher_cache: bool = field(
-        default=False,
-        metadata={
-            "help": "Run the teacher once over the train and eval sets and store its logits (and attributions, with "
-            "the `attribution` loss) with the dataset; later epochs and runs with the same teacher and data skip it. "
-            "A dataset with an on-the-fly transform (random augmentation) or a stream stays uncached, with a warning."
-        },
-    )
-    label_mapping: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "Teacher label name -> student label name, when the two models name classes differently, "
-            "e.g. `{LABEL_0: negative, LABEL_1: positive}`."
-        },
-    )
-
-    peft_config: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "Train the student through a PEFT adapter: the fields of a peft config (`peft_type` defaults to "
-            "LORA), e.g. `{r: 8, lora_alpha: 16, target_modules: [query, value]}`; the classification head trains "
-            "in full. Checkpoints hold the adapter."
-        },
-    )
-    merge_adapter: bool = field(
-        default=True,
-        metadata={
-            "help": "With `peft_config`: save (and push) the student merged into plain weights, loadable without "
-            "peft, with the adapter kept in `adapter/`; false saves the adapter alone."
-        },
-    )
 
     # Output folder.
     overwrite_output_dir: bool = field(
@@ -113,8 +73,6 @@ class DistillationConfig(
         for name in _LIST_FIELDS:
             if isinstance(getattr(self, name), (str, int, float)):
                 setattr(self, name, [getattr(self, name)])
-        for name in ("label_mapping", "peft_config"):
-            setattr(self, name, as_dict(getattr(self, name), name))
 
         # Every field with `choices` holds one of them, and every number is within its group's `RANGES` (or None
         # where the field is optional); then each group checks what spans its fields.
@@ -122,39 +80,10 @@ class DistillationConfig(
                   not issubclass(cls, TrainingArguments)]  # fmt: skip
         for group in groups:
             group.check(self)
-        check_value("alpha", self.alpha, spec="[0, 1]", hint="the hard-label weight")
         for group in groups:
             if "validate" in vars(group):
                 group.validate(self)
-        self._check_losses()
         self._check_student_sources()
-
-    def _check_losses(self) -> None:
-        unknown = [name for name in self.loss_type if name not in LOSS_REGISTRY]
-        if unknown:
-            raise ValueError(
-                f"Unknown loss {unknown} in `loss_type`; registered losses are {sorted(LOSS_REGISTRY)}. "
-                "Register your own with `kd_hf.losses.register_loss`."
-            )
-        missing = [
-            name for name in self.loss_type if name in LOSS_OPTIONS and not isinstance(self, LOSS_OPTIONS[name])
-        ]
-        if missing:
-            options = LOSS_OPTIONS[missing[0]].__name__
-            raise ValueError(
-                f"Loss {missing[0]!r} has options ({options}) that `DistillationConfig` was defined without (the loss "
-                f"was registered after `kd_hf.config` was imported): use a config that has them, e.g. "
-                f"`@dataclass class MyConfig({options}, DistillationConfig): pass`."
-            )
-        if self.loss_weights is None:
-            self.loss_weights = [1.0] * len(self.loss_type)
-        if len(self.loss_weights) != len(self.loss_type):
-            raise ValueError(
-                f"`loss_weights` has {len(self.loss_weights)} entries but `loss_type` has {len(self.loss_type)} "
-                f"({self.loss_type}); give one weight per loss."
-            )
-        if any(weight < 0 for weight in self.loss_weights):
-            raise ValueError(f"`loss_weights` must be >= 0, got {self.loss_weights}.")
 
     def _check_student_sources(self) -> None:
         """What the student is built from must be there: a teacher to copy layers or embeddings from, a base config."""

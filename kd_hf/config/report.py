@@ -79,7 +79,8 @@ class ReportOptions(RecipeOptions):
             "help": "At the end of `kd-hf distill`, export the student to ONNX as `kd-hf export` does: `fp32` writes "
             "`onnx/model.onnx`, `int8` also `onnx/model_quantized.onnx`; both are measured against the student and "
             "the teacher on the report's split (`export_results.json`), shown in the card's Deployment section and "
-            "pushed with the student. Needs `pip install 'kd-hf[export]'`."
+            "pushed with the student. Needs `pip install 'kd-hf[export]'`.",
+            "choices": ["fp32", "int8"],
         },
     )
 
@@ -89,7 +90,3 @@ class ReportOptions(RecipeOptions):
         "card_examples": (">= 0", "0 turns them off"),
         "global_examples": (">= 0", "0 turns the global report off"),
     }
-
-    def validate(self) -> None:
-        if self.export_onnx not in (None, "fp32", "int8"):
-            raise ValueError(f"`export_onnx` must be `fp32`, `int8` or unset, got {self.export_onnx!r}.")

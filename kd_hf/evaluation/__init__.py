@@ -35,7 +35,7 @@ from .results import REPORT_FILE, RESULTS_FILE, plot_confusion_matrices, read_re
 
 __all__ = [
     "REPORT_FILE", "RESULTS_FILE", "count_parameters", "evaluate_student", "explain_sample", "explanation_settings",
-    "median_latency_ms", "predict", "read_results", "size_on_disk_mb", "write_results",
+    "median_latency_ms", "predict", "processed_split", "read_results", "size_on_disk_mb", "write_results",
 ]  # fmt: skip
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def evaluate_student(
     _, evaluation = load_raw_datasets(config)
     if evaluation is None:
         raise ValueError("Nothing to evaluate on: set `eval_split` (or keep `eval_split_size` > 0).")
-    processed, collator = _processed(config, evaluation, student, teacher, student_processor, teacher_processor)
+    processed, collator = processed_split(config, evaluation, student, teacher, student_processor, teacher_processor)
     loader = DataLoader(processed, batch_size=64, collate_fn=collator)
     labels = np.asarray(processed["labels"])
     label_names = [student.config.id2label[i] for i in range(student.config.num_labels)]
@@ -199,7 +199,7 @@ def _loaded(model, processor, name: str | None, image: bool) -> tuple[str | None
     return name or model.config.name_or_path, model, processor
 
 
-def _processed(config, evaluation, student, teacher, student_processor, teacher_processor):
+def processed_split(config, evaluation, student, teacher, student_processor, teacher_processor):
     """The evaluation split preprocessed for both models, and the collator of its batches."""
     teacher_processor = teacher_processor if teacher is not None else None
     if config.is_image_task:

@@ -17,11 +17,12 @@ import json
 import os
 
 from torch.utils.data import DataLoader
-from transformers import default_data_collator
 
+from ..card import CARD_FILE
 from ..checkpoints import RECIPE_NAME
 from ..config import DataOptions, DistillationConfig
-from ..data import DistillationDataCollator, offline_model_path, preprocess_images, split_names, tokenize_for_pair
+from ..data import offline_model_path, split_names
+from ..evaluation import RESULTS_FILE, processed_split
 from .exporter import is_image_folder
 
 
@@ -42,7 +43,7 @@ def _read_json(path: str) -> dict:
 
 def _reported_split(folder: str, dataset_name: str | None) -> str | None:
     """The split of the student's report (`eval_results.json`), when it was made on the recipe's dataset."""
-    reported = _read_json(os.path.join(folder, "eval_results.json")).get("dataset") or {}
+    reported = _read_json(os.path.join(folder, RESULTS_FILE)).get("dataset") or {}
     if reported.get("split") and reported.get("name") == dataset_name:
         return reported["split"]
     return None
@@ -89,7 +90,7 @@ def evaluation_config(
 def default_teacher(folder: str) -> str | None:
     """The teacher the student was distilled from, as its card (or recipe) names it: the name if it loads from here,
     else the folder or Hub repo the card recorded for it; `None` for several teachers, or none."""
-    card = _read_json(os.path.join(folder, "explanation_card.json"))
+    card = _read_json(os.path.join(folder, CARD_FILE))
     recipe = _read_json(os.path.join(folder, RECIPE_NAME))
     sources = card.get("teacher_sources") or []
     if card.get("teachers") or recipe.get("teachers") or len(sources) > 1:
@@ -102,21 +103,8 @@ def default_teacher(folder: str) -> str | None:
     return source.get("hub_id") or name
 
 
-def evaluation_loader(config, evaluation, student, processor, teacher=None, teacher_processor=None, batch_size=64):
-    """The raw split preprocessed for the student (and the teacher's own inputs where it needs them), in batches."""
-    teacher_processor = teacher_processor if teacher is not None else None
-    if config.is_image_task:
-        processed = preprocess_images(
-            evaluation, processor, teacher_processor, image_column=config.image_column,
-            label_column=config.label_column, num_channels=getattr(student.config, "num_channels", 3),
-            teacher_num_channels=getattr(teacher.config, "num_channels", 3) if teacher is not None else None,
-        )  # fmt: skip
-        collator = default_data_collator
-    else:
-        processed = tokenize_for_pair(
-            evaluation, processor, teacher_processor, text_columns=config.text_columns,
-            label_column=config.label_column, max_length=config.max_length,
-        )  # fmt: skip
-        teacher_inputs = "teacher_input_ids" in processed.column_names
-        collator = DistillationDataCollator(processor, teacher_processor if teacher_inputs else None)
+def evaluation_loader(config, evaluation, student, processor, teacher=None, teacher_processor=None):
+    """The raw split preprocessed for the student (and the teacher's own inputs where it needs them), as
+    `kd-hf eval` prepares it, and a function making loaders of it at a batch size."""
+    processed, collator = processed_split(config, evaluation, student, teacher, processor, teacher_processor)
     return processed, lambda size: DataLoader(processed, batch_size=size, collate_fn=collator)

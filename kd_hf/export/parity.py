@@ -26,16 +26,6 @@ LATENCY_BATCH_SIZES = (1, 32)
 LATENCY_WARMUP = 3  # passes of each model before timing: onnxruntime and PyTorch allocate on their first calls
 
 
-@torch.inference_mode()
-def pytorch_logits(model, batches, teacher: bool = False, desc: str = "PyTorch") -> np.ndarray:
-    """Logits of a PyTorch classifier over `batches` (the teacher reads its own `teacher_*` inputs where it has any)."""
-    logits = []
-    for batch in tqdm(batches, desc=desc, leave=False):
-        inputs = (teacher and model_inputs(batch, teacher=True)) or model_inputs(batch)
-        logits.append(model(**inputs).logits.float().numpy())
-    return np.concatenate(logits)
-
-
 def onnx_logits(classifier: OnnxClassifier, batches, desc: str = "ONNX") -> np.ndarray:
     return np.concatenate([classifier.logits(batch) for batch in tqdm(batches, desc=desc, leave=False)])
 

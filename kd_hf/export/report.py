@@ -17,6 +17,7 @@ import torch
 from .. import __version__
 from ..card import CARD_FILE, write_card
 from ..data import load_raw_datasets
+from ..evaluation import predict
 from ..explain.report import strict_json, write_atomically
 from ..models import load_model, load_processor
 from ..pairing import align_labels
@@ -30,7 +31,6 @@ from .parity import (
     latency_batches,
     onnx_logits,
     prediction_parity,
-    pytorch_logits,
     size_mb,
     weights_files,
 )
@@ -120,12 +120,12 @@ def _measure(folder, exported, config, teacher, teacher_processor, explanation_e
 
     paths = {"onnx_fp32": exported.model_path, "onnx_int8": exported.quantized_path}
     graphs = {name: OnnxClassifier(path, threads) for name, path in paths.items() if path is not None}
-    logits = {"pytorch": pytorch_logits(student, make_loader(64), desc="PyTorch student")}
+    logits = {"pytorch": predict(student, make_loader(64), desc="PyTorch student").numpy()}
     logits.update({name: onnx_logits(graph, make_loader(64), desc=name) for name, graph in graphs.items()})
     teacher_logits, order = None, None
     if teacher is not None:
         order = align_labels(teacher.config, student.config, getattr(config, "label_mapping", None))
-        teacher_logits = pytorch_logits(teacher, make_loader(64), teacher=True, desc="Teacher")
+        teacher_logits = predict(teacher, make_loader(64), teacher=True, desc="Teacher").numpy()
         teacher_logits = teacher_logits[:, order] if order is not None else teacher_logits
     models = prediction_parity(labels, logits, teacher_logits)
     batches = latency_batches(make_loader, len(processed))

@@ -1,0 +1,89 @@
+"""The objective of a run: which distillation losses, their weights against the hard labels, and how the student
+trains (the teacher's outputs cached, the label mapping between the two models, an adapter)."""
+
+from dataclasses import dataclass, field
+
+from ..losses import LOSS_OPTIONS, LOSS_REGISTRY
+from ..options import RecipeOptions
+
+
+@dataclass
+class ObjectiveOptions(RecipeOptions):
+    """`L = alpha * CE(y, student) + (1 - alpha) * sum_i loss_weights[i] * loss_i(student, teacher)`, and how the
+    student trains."""
+
+    loss_type: list[str] = field(
+        default_factory=lambda: ["soft_label"],
+        metadata={"help": "Distillation losses to sum, by registry name (see `kd_hf.losses.LOSS_REGISTRY`)."},
+    )
+    loss_weights: list[float] | None = field(
+        default=None, metadata={"help": "One weight per `loss_type` entry; `None` gives every loss weight 1."}
+    )
+    alpha: float = field(
+        default=0.5,
+        metadata={
+            "help": "Weight of the hard-label cross-entropy, in [0, 1]; the distillation losses get 1 - alpha. "
+            "0 is pure distillation, 1 is plain fine-tuning.",
+        },
+    )
+    teacher_cache: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the teacher once over the train and eval sets and store its logits (and attributions, with "
+            "the `attribution` loss) with the dataset; later epochs and runs with the same teacher and data skip it. "
+            "A dataset with an on-the-fly transform (random augmentation) or a stream stays uncached, with a warning."
+        },
+    )
+    label_mapping: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Teacher label name -> student label name, when the two models name classes differently, "
+            "e.g. `{LABEL_0: negative, LABEL_1: positive}`."
+        },
+    )
+
+    peft_config: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": "Train the student through a PEFT adapter: the fields of a peft config (`peft_type` defaults to "
+            "LORA), e.g. `{r: 8, lora_alpha: 16, target_modules: [query, value]}`; the classification head trains "
+            "in full. Checkpoints hold the adapter."
+        },
+    )
+    merge_adapter: bool = field(
+        default=True,
+        metadata={
+            "help": "With `peft_config`: save (and push) the student merged into plain weights, loadable without "
+            "peft, with the adapter kept in `adapter/`; false saves the adapter alone."
+        },
+    )
+
+    RANGES = {"alpha": ("[0, 1]", "the hard-label weight")}
+    MAPPINGS = ("label_mapping", "peft_config")
+
+    def validate(self) -> None:
+        unknown = [name for name in self.loss_type if name not in LOSS_REGISTRY]
+        if unknown:
+            raise ValueError(
+                f"Unknown loss {unknown} in `loss_type`; registered losses are {sorted(LOSS_REGISTRY)}. "
+                "Register your own with `kd_hf.losses.register_loss`."
+            )
+        missing = [
+            name for name in self.loss_type if name in LOSS_OPTIONS and not isinstance(self, LOSS_OPTIONS[name])
+        ]
+        if missing:
+            options = LOSS_OPTIONS[missing[0]].__name__
+            raise ValueError(
+                f"Loss {missing[0]!r} has options ({options}) that `DistillationConfig` was defined without (the loss "
+                f"was registered after `kd_hf.config` was imported): use a config that has them, e.g. "
+                f"`@dataclass class MyConfig({options}, DistillationConfig): pass`."
+            )
+        if self.loss_weights is None:
+            self.loss_weights = [1.0] * len(self.loss_type)
+        if len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"`loss_weights` has {len(self.loss_weights)} entries but `loss_type` has {len(self.loss_type)} "
+                f"({self.loss_type}); give one weight per loss."
+            )
+        if any(weight < 0 for weight in self.loss_weights):
+            raise ValueError(f"`loss_weights` must be >= 0, got {self.loss_weights}.")
