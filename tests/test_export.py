@@ -17,9 +17,6 @@ import torch
 from conftest import sentiment_rows
 
 
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-
 LABELS = ("negative", "positive")
 TEXTS = [
     "a quiet triumph",
