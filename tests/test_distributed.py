@@ -9,15 +9,36 @@ import torch
 from safetensors.torch import load_file
 
 
+SCRIPT = Path(__file__).parent / "scripts" / "ddp_distill.py"
+NARROW = {
+    "model_init": "config",
+    "model_config": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32},
+}
+ATTRIBUTION = {"loss_type": ["soft_label", "attribution"], "loss_weights": [1.0, 1.0]}
 RECIPES = {
     "soft_label": {},
     # A narrower student: the hidden-state projections train too, DDP-wrapped like the student.
-    "intermediate": {
-        "model_init": "config",
-        "model_config": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32},
-        "loss_type": ["soft_label", "attention", "hidden_state"],
-    },
+    "intermediate": NARROW | {"loss_type": ["soft_label", "attention", "hidden_state"]},
+    # A double backward (`autograd.grad(create_graph=True)`) through the DDP-wrapped student.
+    "attribution": ATTRIBUTION,
 }
+
+
+def torchrun(recipe: Path, output: Path, processes: int = 2) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
+    """Distil `recipe` on `processes` CPU processes (gloo) with tests/scripts/ddp_distill.py; each rank's report and
+    weights, read from `output`."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    # A datasets cache of this run's own, so that a teacher cache is computed here rather than read from another run.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(output.parent / f"{output.name}-datasets")}
+    result = subprocess.run([*command, str(SCRIPT), str(recipe)], capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((output / f"rank{rank}.json").read_text()) for rank in range(processes)]
+    return reports, [load_file(output / f"rank{rank}.safetensors") for rank in range(processes)]
+
+
+def assert_identical(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)
 
 
 @pytest.mark.slow
@@ -25,27 +46,64 @@ RECIPES = {
 def test_two_process_ddp_run_keeps_identical_students(tiny_text_project, tmp_path, losses):
     """A real 2-process gloo DDP run on CPU: both ranks end with the same student and an unwrapped teacher."""
     recipe = tiny_text_project(max_steps=3, save_strategy="no", **RECIPES[losses])
-    script = Path(__file__).parent / "scripts" / "ddp_distill.py"
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-    result = subprocess.run(
-        [*torchrun, str(script), str(recipe)], capture_output=True, text=True, env=env, timeout=300
-    )
+    reports, (rank0, rank1) = torchrun(recipe, tmp_path / "student")
 
-    assert result.returncode == 0, result.stderr[-3000:]
-    output = tmp_path / "student"
-    reports = [json.loads((output / f"rank{rank}.json").read_text()) for rank in (0, 1)]
     for report in reports:
         assert report["world_size"] == 2 and report["distributed_type"] == "MULTI_CPU"
         assert report["student_wrapped_in_ddp"] and not report["teacher_wrapped_in_ddp"]
         assert report["global_step"] == 3
-    rank0, rank1 = (load_file(output / f"rank{rank}.safetensors") for rank in (0, 1))
-    assert rank0.keys() == rank1.keys()
-    assert all(torch.equal(rank0[key], rank1[key]) for key in rank0)
+    assert_identical(rank0, rank1)
     # Training happened: the student moved away from the teacher it was copied from or shaped like.
     teacher = load_file(tmp_path / "teacher" / "model.safetensors")
     assert not torch.equal(rank0["classifier.bias"], teacher["classifier.bias"])
+
+
+@pytest.mark.slow
+def test_attribution_under_ddp_equals_one_process_on_the_same_global_batch(tiny_text_project, tmp_path):
+    """DDP's reducer handles the attribution loss's double backward: 2 processes x 4 examples train the student
+    exactly as 1 process x 8 (the same 8 examples per step: accelerate deals the sampler's batches out in turn), and
+    the attribution loss on the validation split goes down."""
+    from transformers import BertForSequenceClassification
+
+    # Plain SGD: each update is the gradient itself. (Adam would turn the float noise of a gradient that is zero in
+    # exact arithmetic, such as that of the attention keys' bias, into steps of about the learning rate.)
+    common = dict(save_strategy="no", max_steps=6, eval_strategy="steps", eval_steps=6, eval_on_start=True)
+    common |= {"optim": "sgd", "learning_rate": 0.5}
+    common |= NARROW | ATTRIBUTION | {"loss_weights": [1.0, 5.0], "attribution_method": "gradient"}
+    two = tiny_text_project("two.yaml", output_dir=str(tmp_path / "two"), per_device_train_batch_size=4, **common)
+    one = tiny_text_project("one.yaml", output_dir=str(tmp_path / "one"), per_device_train_batch_size=8, **common)
+    # A teacher with larger weights, whose gradients vary from token to token (a tiny BERT at the usual 0.02 scale
+    # gives every token almost the same gradient norm, so any student already matches it).
+    teacher = BertForSequenceClassification.from_pretrained(tmp_path / "teacher", initializer_range=0.5)
+    torch.manual_seed(1)
+    teacher.init_weights()
+    teacher.save_pretrained(tmp_path / "teacher")
+
+    reports, (rank0, rank1) = torchrun(two, tmp_path / "two")
+    _, (single,) = torchrun(one, tmp_path / "one", processes=1)
+
+    assert_identical(rank0, rank1)
+    assert single.keys() == rank0.keys()
+    for key in single:
+        torch.testing.assert_close(rank0[key], single[key], atol=1e-5, rtol=1e-4)
+    evaluations = [entry["eval_attribution_loss"] for entry in reports[0]["log_history"] if "eval_loss" in entry]
+    assert evaluations[-1] < evaluations[0]  # before training, and the final evaluation
+
+
+@pytest.mark.slow
+def test_teacher_cache_is_computed_by_the_main_process_and_read_by_the_others(tiny_text_project, tmp_path):
+    recipe = tiny_text_project(max_steps=2, save_strategy="no", teacher_cache=True, **ATTRIBUTION)
+
+    reports, (rank0, rank1) = torchrun(recipe, tmp_path / "student")
+
+    first, second = reports
+    assert first["train_cache_digest"] is not None
+    assert first["train_cache_digest"] == second["train_cache_digest"]  # the same logits and attributions
+    # One set of cache files, under this run's datasets cache: the second process read what the first wrote.
+    assert first["train_cache_files"] == second["train_cache_files"]
+    assert all(path.startswith(str(tmp_path / "student-datasets")) for path in first["train_cache_files"])
+    assert_identical(rank0, rank1)
 
 
 @pytest.mark.slow
