@@ -107,6 +107,28 @@ def test_teacher_cache_is_computed_by_the_main_process_and_read_by_the_others(ti
 
 
 @pytest.mark.slow
+def test_deepspeed_zero3_shards_the_teacher_on_cpu_and_a_student_learns_from_it(tmp_path):
+    """`prepare_deepspeed` on 2 CPU processes (DeepSpeed's CPU accelerator, gloo): each rank holds half the teacher,
+    which still gives the unsharded teacher's logits, and a ZeRO-3 student's soft-label loss goes down."""
+    script = Path(__file__).parent / "scripts" / "deepspeed_teacher.py"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+
+    result = subprocess.run(
+        [*command, str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"deepspeed_rank{rank}.json").read_text())
+        assert report["world_size"] == 2 and report["teacher_in_eval_mode"]
+        assert report["teacher_shard_fraction"] == pytest.approx(0.5, abs=0.01)
+        assert report["teacher_max_abs_logit_difference"] < 1e-5
+        losses = report["student_losses"]
+        assert losses[-1] < losses[0] / 2
+
+
+@pytest.mark.slow
 def test_accelerate_launch_runs_the_cli_module(tiny_text_project, tmp_path):
     recipe = tiny_text_project(max_steps=2, save_strategy="no")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]

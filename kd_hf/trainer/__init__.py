@@ -31,6 +31,7 @@ from ..metrics import classification_metrics, top1_agreement
 from ..pairing import align_labels, check_modalities, use_eager_attention
 from .loss_logging import LossLoggingTrainer
 from .saving import CardWritingTrainer
+from .sharding import check_sharding
 from .teacher import FrozenTeacherTrainer, prepare_deepspeed
 from .trainable_losses import LOSS_STATE_NAME, TrainableLossesTrainer
 
@@ -141,6 +142,9 @@ class DistillationTrainer(
         self.required_outputs = required - set(OUTPUT_RECORDERS)
 
         super().__init__(model=model, args=args, compute_metrics=compute_metrics or classification_metrics, **kwargs)
+        modules = {name: loss for name, loss in self.losses.items() if isinstance(loss, torch.nn.Module)}
+        trainable = [name for name, loss in modules.items() if any(True for _ in loss.parameters())]
+        check_sharding(self.accelerator.distributed_type, self.loss_needs, trainable)
 
         # Our losses are sums over examples divided by the number of labelled examples in the accumulated batch, so
         # that gradient accumulation gives the loss of one large batch: ask Trainer for that count.

@@ -6,7 +6,6 @@ Their parameters train with the student (one optimizer, DDP-averaged gradients) 
 
 import os
 
-from accelerate.utils import DistributedType
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -28,12 +27,7 @@ class TrainableLossesTrainer(ResumableTrainer):
         )
         if not any(True for _ in self.loss_modules.parameters()):
             return
-        distributed = self.accelerator.distributed_type
-        if distributed in (DistributedType.DEEPSPEED, DistributedType.FSDP):
-            raise NotImplementedError(
-                f"Losses with trainable parameters ({list(self.loss_modules)}) are not supported under {distributed}; "
-                "use DDP (`recipes/accelerate/multi_gpu.yaml`), or `hidden_state` with equal hidden sizes."
-            )
+        # DeepSpeed and FSDP were refused before this (`kd_hf.trainer.sharding`).
         self.loss_modules.to(self.args.device)
         for name, loss in self.loss_modules.items():
             if any(True for _ in loss.parameters()):
