@@ -42,7 +42,7 @@ def per_example_loop(model, tokenizer, texts, n_steps: int, max_length: int) -> 
     scores = []
     for text in tqdm(texts, desc="per-example captum loop", leave=False):
         encoded = tokenizer(text, truncation=True, max_length=max_length, return_tensors="pt",
-                            return_special_tokens_mask=True)  # fmt: skip
+                            return_special_tokens_mask=True).to(model.device)  # fmt: skip
         extra = {name: encoded[name] for name in names}
         input_ids = encoded["input_ids"]
         baseline = torch.where(encoded["special_tokens_mask"].bool(), input_ids, model.config.pad_token_id or 0)
@@ -51,7 +51,7 @@ def per_example_loop(model, tokenizer, texts, n_steps: int, max_length: int) -> 
         attributions = explainer.attribute(
             input_ids, baseline, target=target, additional_forward_args=tuple(extra.values()), n_steps=n_steps
         )
-        token_scores = attributions.sum(-1)[0].detach().float().numpy()
+        token_scores = attributions.sum(-1)[0].detach().float().cpu().numpy()
         scores.append(merge_words(text, encoded[0], token_scores)[1])
     return scores
 
