@@ -33,6 +33,43 @@ def test_integrated_gradients_are_complete_and_merged_into_words(bert, minilm_to
     assert abs(explanation.delta) < 0.05 * max(abs(change), 1e-3) + 1e-4
 
 
+def test_completeness_error_is_delta_relative_to_the_logits_change(bert, minilm_tokenizer):
+    text = "a quiet , moving triumph"
+    [coarse] = explain_text(bert, minilm_tokenizer, [text], n_steps=2)
+    [fine] = explain_text(bert, minilm_tokenizer, [text], n_steps=64)
+
+    encoded = minilm_tokenizer([text], return_tensors="pt", return_special_tokens_mask=True)
+    special = encoded.pop("special_tokens_mask").bool()
+    with torch.no_grad():
+        logits = bert(**encoded).logits[0]
+        baseline_logits = bert(torch.where(special, encoded["input_ids"], 0), encoded["attention_mask"]).logits[0]
+    change = (logits - baseline_logits)[fine.target].item()
+    assert coarse.completeness_error == pytest.approx(abs(coarse.delta) / abs(change), rel=1e-3)
+    assert fine.completeness_error < coarse.completeness_error  # more integration points, a closer sum
+    saliency = explain_text(bert, minilm_tokenizer, [text], method="saliency")[0]
+    assert saliency.completeness_error is None
+
+
+def test_texts_are_batched_by_exact_length_and_explained_as_one_at_a_time(bert, minilm_tokenizer):
+    from kd_hf.explain.text import length_buckets
+
+    texts = ["a film", "an overlong , unwatchable mess", "dull", "a fine film", "bad", "a moving one", "so so"]
+    order, batches = length_buckets(minilm_tokenizer, texts, batch_size=2, max_length=128)
+
+    lengths = [len(minilm_tokenizer(text)["input_ids"]) for text in texts]
+    assert sorted(order) == list(range(len(texts)))
+    assert [lengths[i] for i in order] == sorted(lengths)
+    assert [i for start, end in batches for i in range(start, end)] == list(range(len(texts)))
+    for start, end in batches:
+        assert 1 <= end - start <= 2 and len({lengths[order[i]] for i in range(start, end)}) == 1  # no padding
+    assert any(end - start == 2 for start, end in batches)  # lengths repeat: texts share a batch
+    batched = explain_text(bert, minilm_tokenizer, texts, batch_size=4, n_steps=8)
+    alone = [explain_text(bert, minilm_tokenizer, [text], n_steps=8)[0] for text in texts]
+    for together, single in zip(batched, alone):  # in the given order, with the scores of one text at a time
+        assert together.words == single.words
+        np.testing.assert_allclose(together.scores, single.scores, atol=1e-5)
+
+
 @pytest.mark.parametrize("method", ["input_x_gradient", "saliency", "attention_rollout"])
 def test_other_text_methods_give_one_score_per_word(bert, minilm_tokenizer, method):
     texts = ["a great film", "dull and interminably overlong"]

@@ -96,6 +96,7 @@ def _write_explanations(comparison: dict, output_dir: str, shown, images=None) -
         "skipped": comparison["skipped"],
         "agreement": comparison["agreement"],
         "faithfulness": comparison["faithfulness"],
+        "completeness_error": comparison["completeness_error"],
         "examples": [
             {
                 "index": i,

@@ -95,8 +95,9 @@ def compare_explanations(
 
     Returns:
         `dict` with `agreement` (see `kd_hf.metrics.explanation.explanation_agreement`), `faithfulness` per model
-        (means with bootstrap 95% intervals, and the mean deletion curve), `skipped`, the `explanations`, and the
-        `teacher`'s side for reuse.
+        (means with bootstrap 95% intervals, and the mean deletion curve), `completeness_error` per model (integrated
+        gradients: the median, mean and largest `Explanation.completeness_error`; `None` for other methods),
+        `skipped`, the `explanations`, and the `teacher`'s side for reuse.
     """
     if len(examples) == 0:
         raise ValueError("No examples to explain: pass at least one (`-n 1` or more).")
@@ -129,7 +130,19 @@ def compare_explanations(
             "teacher": _summary(teacher_explained["faithfulness"], seed),
             "student": _summary(student_explained["faithfulness"], seed),
         },
+        "completeness_error": {
+            "teacher": _completeness(teacher_explained["explanations"]),
+            "student": _completeness(student_explained["explanations"]),
+        },
         "skipped": len(examples) - len(pairs),
         "explanations": {"teacher": teacher_explained["explanations"], "student": student_explained["explanations"]},
         "teacher": teacher_explained,
     }
+
+
+def _completeness(explanations: list) -> dict | None:
+    """How far integrated gradients' attributions are from adding up to the logit's change, over `explanations`."""
+    errors = [e.completeness_error for e in explanations if e.completeness_error is not None]
+    if not errors:
+        return None
+    return {"median": float(np.median(errors)), "mean": float(np.mean(errors)), "max": float(np.max(errors))}

@@ -59,6 +59,16 @@ class Explanation:
     delta: float | None = None
     settings: dict = field(default_factory=dict)
 
+    @property
+    def completeness_error(self) -> float | None:
+        """`|delta|` relative to the change it measures, `|f(input) - f(baseline)|` of the target's logit (which is
+        the sum of the scores minus `delta`): how far the attributions are from adding up to that change. `None`
+        for methods without a delta."""
+        if self.delta is None:
+            return None
+        change = float(np.sum(self.scores)) - self.delta
+        return abs(self.delta) / max(abs(change), np.finfo(np.float32).tiny)
+
     def normalized(self) -> np.ndarray:
         """Scores scaled to [-1, 1] by the largest magnitude (all zeros stay zeros)."""
         scale = np.abs(self.scores).max()

@@ -38,6 +38,20 @@ def _token_scores(
     return get_explainer(method, "text").text(inputs, target)
 
 
+def length_buckets(tokenizer, texts: list[str], batch_size: int, max_length: int):
+    """Batches of texts with the same number of tokens, so that no padding is explained (each padded token would cost
+    a forward and a backward per integration step): the order that sorts `texts` by length, and `(start, end)`
+    ranges of that order, at most `batch_size` long."""
+    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    batches, start = [], 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or end - start == batch_size or lengths[order[end]] != lengths[order[start]]:
+            batches.append((start, end))
+            start = end
+    return order, batches
+
+
 def merge_words(text: str, encoding, scores: np.ndarray, sequence: int = 0) -> tuple[list[str], np.ndarray]:
     """Sum sub-word scores into the words of `text` (special tokens dropped)."""
     words, merged, index = [], [], {}
@@ -84,20 +98,19 @@ def explain_text(
     """
     explainer = get_explainer(method, "text")
     settings = {"n_steps": n_steps} if explainer.takes_n_steps else {}
+    texts = list(texts)  # a dataset's column reads lazily; the tokenizer takes lists
     model.eval()
     device = next(model.parameters()).device
     targets = [target] * len(texts) if target is None or isinstance(target, int) else list(target)
     if internal_batch_size is None:  # captum would run every interpolated input of a batch at once
         internal_batch_size = MAX_INTERPOLATED_ROWS
-    # Texts of similar length share a batch, so that little padding is explained; the order is restored at the end.
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    order, batches = length_buckets(tokenizer, texts, batch_size, max_length)
     texts, targets = [texts[i] for i in order], [targets[i] for i in order]
-    starts = range(0, len(texts), batch_size)
     explanations = []
-    for start in tqdm(
-        starts, desc=f"Explaining ({method})", disable=not (progress or (progress is None and len(starts) > 1))
+    for start, end in tqdm(
+        batches, desc=f"Explaining ({method})", disable=not (progress or (progress is None and len(batches) > 1))
     ):
-        chunk = texts[start : start + batch_size]
+        chunk = texts[start:end]
         encoded = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
                             return_special_tokens_mask=True)  # fmt: skip
         batch = {k: v.to(device) for k, v in encoded.items() if k != "special_tokens_mask"}
