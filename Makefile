@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TEACHER := outputs/minilm-rotten-tomatoes
+VISION_TEACHER := outputs/vit-mnist
 
 .PHONY: setup demo test test-fast quality style benchmark clean
 
@@ -42,22 +43,31 @@ style: setup
 benchmark: setup $(TEACHER)/model.safetensors
 	$(BIN)/python benchmarks/distill_text.py --teacher $(TEACHER) --seeds 42 43 44
 
-# Step cost against plain fine-tuning and the peers, then batched vs per-example explanations (~15 min on 2 cores).
+# Step cost against plain fine-tuning and the peers (~10 min on 2 cores).
 # TextBrewer goes into its own folder, never into $(VENV), and is pinned to the CPU torch like everything else.
 .PHONY: benchmark-overhead
 benchmark-overhead: setup $(TEACHER)/model.safetensors
 	test -d benchmarks/.textbrewer/textbrewer || $(BIN)/pip install --quiet --target benchmarks/.textbrewer \
 		--no-deps -c .ci/constraints.txt textbrewer==0.2.1.post1 tensorboardX protobuf
 	$(BIN)/python benchmarks/overhead.py --teacher $(TEACHER)
-	$(BIN)/python benchmarks/explain_throughput.py --model $(TEACHER)
 
-# Issue 14's ablation: each lever alone and together, 3 seeds, held-out test split (hours on 2 cores).
-VISION_TEACHER := outputs/vit-mnist
+# Issue 19: integrated gradients against the per-example captum loop, transformers-interpret and ferret, text and
+# images. The peers pin transformers < 5: they go into their own folder with --no-deps, never into $(VENV).
+.PHONY: benchmark-explain
+benchmark-explain: setup $(TEACHER)/model.safetensors $(VISION_TEACHER)/model.safetensors
+	test -d benchmarks/.peers/ferret || $(BIN)/pip install --quiet --target benchmarks/.peers --no-deps \
+		transformers-interpret==0.10.0 ferret-xai==0.4.2 opencv-python-headless==5.1.0.95 ipython==7.34.0 \
+		traitlets==5.16.1 decorator==5.3.1 pickleshare==0.7.5 backcall==0.2.0 jedi==0.20.1 parso==0.8.7 \
+		prompt_toolkit==3.0.53 wcwidth==0.9.4 pygments==2.21.0 matplotlib-inline==0.2.2 pexpect==4.9.0 \
+		ptyprocess==0.7.0
+	$(BIN)/python benchmarks/explain_throughput.py --text_model $(TEACHER) --image_model $(VISION_TEACHER)
+
 # Issue 17's goals: the offline text and vision students exported to ONNX fp32 and int8, measured against PyTorch.
 .PHONY: benchmark-export
 benchmark-export: setup
 	$(BIN)/python benchmarks/export.py
 
+# Issue 14's ablation: each lever alone and together, 3 seeds, held-out test split (hours on 2 cores).
 .PHONY: benchmark-fidelity
 benchmark-fidelity: setup $(TEACHER)/model.safetensors $(VISION_TEACHER)/model.safetensors
 	$(BIN)/python benchmarks/fidelity.py --modality text --seeds 42 43 44

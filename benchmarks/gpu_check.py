@@ -184,7 +184,7 @@ def explanation_throughput(cli, source: dict) -> list[dict]:
     """Integrated gradients (32 steps) of the SST-2 teacher: kd_hf's batched `explain_text` against a per-example
     captum loop, on the same texts and device."""
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from explain_throughput import agreement, per_example_loop
+    from explain_throughput import per_example_loop
 
     from kd_hf.explain import explain_text
     from kd_hf.models import load_model, load_processor
@@ -212,9 +212,10 @@ def explanation_throughput(cli, source: dict) -> list[dict]:
     for batch_size in (16, 64):
         explanations, seconds = timed(explain_text, model, tokenizer, texts, n_steps=32, batch_size=batch_size,
                                       progress=False)  # fmt: skip
-        same = agreement(loop, [explanation.scores for explanation in explanations])
+        pairs = zip(loop, [explanation.scores for explanation in explanations])
+        pearson_min = min(float(np.corrcoef(a, b)[0, 1]) for a, b in pairs if len(a) > 1)
         rows.append({"check": f"IG, kd_hf batched ({batch_size} texts per batch)", "status": "ok",
-                     "seconds": seconds, "speed_up": loop_seconds / seconds, "pearson_min": same["pearson_min"]})  # fmt: skip
+                     "seconds": seconds, "speed_up": loop_seconds / seconds, "pearson_min": pearson_min})  # fmt: skip
     for row in rows:
         row["source"] = source["source"]
         row["texts_per_second"] = len(texts) / row["seconds"]
