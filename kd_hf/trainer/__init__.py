@@ -31,7 +31,7 @@ from ..metrics import classification_metrics, top1_agreement
 from ..pairing import align_labels, check_modalities, use_eager_attention
 from .loss_logging import LossLoggingTrainer
 from .saving import CardWritingTrainer
-from .sharding import check_sharding
+from .sharding import check_sharding, warn_if_fsdp_fell_back
 from .teacher import FrozenTeacherTrainer, prepare_deepspeed
 from .trainable_losses import LOSS_STATE_NAME, TrainableLossesTrainer
 
@@ -145,6 +145,7 @@ class DistillationTrainer(
         modules = {name: loss for name, loss in self.losses.items() if isinstance(loss, torch.nn.Module)}
         trainable = [name for name, loss in modules.items() if any(True for _ in loss.parameters())]
         check_sharding(self.accelerator.distributed_type, self.loss_needs, trainable)
+        warn_if_fsdp_fell_back(bool(args.fsdp), self.accelerator.distributed_type)
 
         # Our losses are sums over examples divided by the number of labelled examples in the accumulated batch, so
         # that gradient accumulation gives the loss of one large batch: ask Trainer for that count.

@@ -11,8 +11,13 @@ Evidence, on this project's pinned stack (the README's "Scaling out" has the com
   student's; DDP wraps them like the student.
 """
 
+import logging
+import os
+
 from accelerate.utils import DistributedType
 
+
+logger = logging.getLogger(__name__)
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
@@ -35,4 +40,16 @@ def check_sharding(distributed_type: DistributedType, loss_needs: dict, trainabl
         raise NotImplementedError(
             f"Losses with trainable parameters ({trainable_losses}) are not supported under {distributed_type.value}; "
             "use DDP (`recipes/accelerate/multi_gpu.yaml`), or `hidden_state` with equal hidden sizes."
+        )
+
+
+def warn_if_fsdp_fell_back(fsdp_requested: bool, distributed_type: DistributedType) -> None:
+    """accelerate selects FSDP only on GPU-like devices: asked for on CPU (`fsdp` in the recipe, or an accelerate
+    config with `distributed_type: FSDP`), it quietly trains with DDP. Say so, once, before training."""
+    requested = fsdp_requested or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if requested and distributed_type is not DistributedType.FSDP:
+        logger.warning(
+            "FSDP was asked for, but accelerate runs it only on GPUs: this run is %s, every process holding the whole "
+            'student (README, "Scaling out").',
+            distributed_type.value,
         )
