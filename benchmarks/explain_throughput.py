@@ -29,6 +29,7 @@ import platform
 import sys
 import time
 import types
+from functools import partial
 
 import numpy as np
 import torch
@@ -117,32 +118,33 @@ def import_ferret_gradients():
 
 
 def ferret_loop(model, tokenizer, texts, targets, n_steps: int, max_length: int) -> list[tuple]:
-    """ferret's `IntegratedGradientExplainer` (x input), one text at a time; it returns no delta, so the completeness
-    error is measured from two extra forward passes, outside its time."""
+    """ferret's `IntegratedGradientExplainer` (x input), one text at a time. It gives no delta: its completeness error
+    is filled in afterwards by `logit_changes`, outside its time."""
     explainer = import_ferret_gradients()(model, tokenizer, multiply_by_inputs=True)
-    results, extra = [], 0.0
+    results = []
     for text, target in zip(texts, targets):
         scores = explainer.compute_feature_importance(text, target=target, call_args={"n_steps": n_steps}).scores
-        started = time.perf_counter()
-        encoded, inputs = encode(tokenizer, text, max_length, model.device)
-        with torch.no_grad():
-            logits = model(**inputs).logits[0, target]
-            baseline = model(input_ids=baseline_ids(model, encoded, model.device)).logits[0, target]
-        change = float(logits - baseline)
-        extra += time.perf_counter() - started
-        error = abs(float(scores.sum()) - change) / max(abs(change), 1e-12)
-        results.append((merge_words(text, encoded[0], np.asarray(scores))[1], error))
-    ferret_loop.extra_seconds = getattr(ferret_loop, "extra_seconds", 0.0) + extra
+        encoded, _ = encode(tokenizer, text, max_length, model.device)
+        results.append((merge_words(text, encoded[0], np.asarray(scores))[1], None))
     return results
 
 
-def kd_hf_text(n_steps: int, batch_size: int):
-    def run(model, tokenizer, texts, targets, _, max_length: int) -> list[tuple]:
-        explanations = explain_text(model, tokenizer, texts, target=targets, n_steps=n_steps, batch_size=batch_size,
-                                    max_length=max_length, progress=False)  # fmt: skip
-        return [(e.scores, e.completeness_error) for e in explanations]
+def logit_changes(model, tokenizer, texts, targets, max_length: int) -> list[float]:
+    """f(text) - f(baseline) of each target's logit, the change complete attributions add up to."""
+    changes = []
+    for text, target in zip(texts, targets):
+        encoded, inputs = encode(tokenizer, text, max_length, model.device)
+        with torch.no_grad():
+            logit = model(**inputs).logits[0, target]
+            baseline = model(**{**inputs, "input_ids": baseline_ids(model, encoded, model.device)}).logits[0, target]
+        changes.append(float(logit - baseline))
+    return changes
 
-    return run
+
+def kd_hf_text(model, tokenizer, texts, targets, n_steps: int, max_length: int, batch_size: int) -> list[tuple]:
+    explanations = explain_text(model, tokenizer, texts, target=targets, n_steps=n_steps, batch_size=batch_size,
+                                max_length=max_length, progress=False)  # fmt: skip
+    return [(e.scores, e.completeness_error) for e in explanations]
 
 
 def captum_image_loop(model, pixels, targets, n_steps: int) -> list[tuple]:
@@ -160,13 +162,10 @@ def captum_image_loop(model, pixels, targets, n_steps: int) -> list[tuple]:
     return results
 
 
-def kd_hf_images(n_steps: int, batch_size: int):
-    def run(model, pixels, targets, _) -> list[tuple]:
-        explanations = explain_images(model, pixels, target=targets, n_steps=n_steps, batch_size=batch_size,
-                                      progress=False)  # fmt: skip
-        return [(e.scores, e.completeness_error) for e in explanations]
-
-    return run
+def kd_hf_images(model, pixels, targets, n_steps: int, batch_size: int) -> list[tuple]:
+    explanations = explain_images(model, pixels, target=targets, n_steps=n_steps, batch_size=batch_size,
+                                  progress=False)  # fmt: skip
+    return [(e.scores, e.completeness_error) for e in explanations]
 
 
 def take_turns(methods: dict, inputs: list, call, chunk: int) -> dict:
@@ -203,29 +202,30 @@ def text_rows(cli) -> list[dict]:
     texts = list(load_offline_dataset("rotten_tomatoes")["validation"]["text"][: cli.num_examples])
     reference = explain_text(model, tokenizer, texts, n_steps=64, max_length=cli.max_length, progress=False)
     targets = [e.target for e in reference]
-    methods = {f"captum loop ({cli.n_steps} steps)": lambda *a: captum_text_loop(*a[:4], cli.n_steps, a[5])}
+    peers = {"captum loop": captum_text_loop}
     if os.path.isdir(os.path.join(PEERS, "transformers_interpret")):
-        methods[f"transformers-interpret ({cli.n_steps} steps)"] = lambda *a: transformers_interpret_loop(
-            *a[:4], cli.n_steps, a[5]
-        )
+        peers["transformers-interpret"] = transformers_interpret_loop
     if os.path.isdir(os.path.join(PEERS, "ferret")):
-        methods[f"ferret ({cli.n_steps} steps)"] = lambda *a: ferret_loop(*a[:4], cli.n_steps, a[5])
+        peers["ferret"] = ferret_loop
+    methods = {f"{name} ({cli.n_steps} steps)": partial(loop, n_steps=cli.n_steps) for name, loop in peers.items()}
     for steps in cli.kd_hf_steps:
-        methods[f"kd_hf `explain_text` ({steps} steps)"] = kd_hf_text(steps, cli.batch_size)
-    pairs = list(zip(texts, targets))
-    warm = pairs[:2]
-    for method in methods.values():
-        method(model, tokenizer, [t for t, _ in warm], [g for _, g in warm], None, cli.max_length)
-    ferret_loop.extra_seconds = 0.0
+        methods[f"kd_hf `explain_text` ({steps} steps)"] = partial(
+            kd_hf_text, n_steps=steps, batch_size=cli.batch_size
+        )
 
     def call(method, part):
-        return method(model, tokenizer, [t for t, _ in part], [g for _, g in part], None, cli.max_length)
+        return method(model, tokenizer, [t for t, _ in part], [g for _, g in part], max_length=cli.max_length)
 
-    results = take_turns(methods, pairs, call, cli.chunk)
-    for name in results:
-        if name.startswith("ferret"):  # its completeness check's forward passes are not its cost
-            pairs_, seconds = results[name]
-            results[name] = (pairs_, seconds - ferret_loop.extra_seconds)
+    for method in methods.values():
+        call(method, list(zip(texts, targets))[:2])  # warm-up
+    results = take_turns(methods, list(zip(texts, targets)), call, cli.chunk)
+    changes = logit_changes(model, tokenizer, texts, targets, cli.max_length)
+    for name, (pairs, seconds) in results.items():
+        if name.startswith("ferret"):
+            errors = [
+                abs(float(np.sum(s)) - change) / max(abs(change), 1e-12) for (s, _), change in zip(pairs, changes)
+            ]
+            results[name] = ([(s, error) for (s, _), error in zip(pairs, errors)], seconds)
     return summarise(results, [e.scores for e in reference], next(iter(methods)), len(texts))
 
 
@@ -240,16 +240,17 @@ def image_rows(cli) -> list[dict]:
     pixels = torch.stack(list(pixels)) if isinstance(pixels, list) else pixels
     reference = explain_images(model, pixels, n_steps=64, progress=False)
     targets = [e.target for e in reference]
-    methods = {f"captum loop ({cli.n_steps} steps)": lambda p, t: captum_image_loop(model, p, t, cli.n_steps)}
+    methods = {f"captum loop ({cli.n_steps} steps)": partial(captum_image_loop, n_steps=cli.n_steps)}
     for steps in cli.kd_hf_steps:
-        run = kd_hf_images(steps, cli.batch_size)
-        methods[f"kd_hf `explain_images` ({steps} steps)"] = lambda p, t, run=run: run(model, p, t, None)
-    for method in methods.values():
-        method(pixels[:2], targets[:2])
+        methods[f"kd_hf `explain_images` ({steps} steps)"] = partial(kd_hf_images, n_steps=steps,
+                                                                     batch_size=cli.batch_size)  # fmt: skip
     items = list(range(len(pixels)))
 
     def call(method, part):
-        return method(pixels[part], [targets[i] for i in part])
+        return method(model, pixels[part], [targets[i] for i in part])
+
+    for method in methods.values():
+        call(method, items[:2])  # warm-up
 
     results = take_turns(methods, items, call, cli.chunk)
     return summarise(results, [e.scores for e in reference], next(iter(methods)), len(items))
