@@ -168,8 +168,12 @@ def distill(cli, name: str, modality: str, source: dict, flags: dict, accelerate
     )
     row = {"check": name, "source": source["source"], "seconds": time.perf_counter() - started}
     if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        return row | {"status": "failed", "error": (lines or ["(no output)"])[-1][:200]}
+        os.makedirs(output_dir, exist_ok=True)
+        with open(os.path.join(output_dir, "stderr.txt"), "w") as file:
+            file.write(result.stderr)
+        # The run's own exception, not the launcher's `CalledProcessError` that follows it.
+        errors = [line for line in result.stderr.splitlines() if "Error" in line and "CalledProcessError" not in line]
+        return row | {"status": "failed", "error": (errors or ["(see stderr.txt)"])[-1].strip()[:200]}
     with open(os.path.join(output_dir, "all_results.json")) as file:
         results = json.load(file)
     return row | {

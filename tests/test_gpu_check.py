@@ -20,7 +20,8 @@ def test_gpu_check_runs_its_rows_on_cpu_with_tiny_models(tmp_path):
 
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
 
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    failed_runs = "".join(path.read_text()[-3000:] for path in tmp_path.glob("*/stderr.txt"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-1000:] + failed_runs
     rows = {row["check"]: row for row in json.loads((tmp_path / "gpu_check.json").read_text())["rows"]}
     for check in ("sst2-pairing-bf16", "cifar10-pairing-bf16", "sst2-bf16-teacher", "sst2-attribution"):
         assert rows[check]["status"] == "ok" and rows[check]["train_samples_per_second"] > 0
