@@ -37,16 +37,12 @@ from scipy.stats import spearmanr
 
 from kd_hf.data import load_offline_dataset
 from kd_hf.explain import explain_images, explain_text
+from kd_hf.explain.explanation import completeness_error
 from kd_hf.explain.text import merge_words
 from kd_hf.models import load_model, load_processor
 
 
 PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".peers")
-
-
-def relative_error(total: float, delta: float) -> float:
-    """|delta| relative to the change it measures, `total - delta` (attributions sum to the change plus delta)."""
-    return abs(delta) / max(abs(total - delta), 1e-12)
 
 
 def encode(tokenizer, text: str, max_length: int, device):
@@ -79,7 +75,7 @@ def captum_text_loop(model, tokenizer, texts, targets, n_steps: int, max_length:
             return_convergence_delta=True,
         )  # fmt: skip
         scores = attributions.sum(-1)[0].detach().float().cpu().numpy()
-        results.append((merge_words(text, encoded[0], scores)[1], relative_error(scores.sum(), float(delta))))
+        results.append((merge_words(text, encoded[0], scores)[1], completeness_error(scores.sum(), float(delta))))
     return results
 
 
@@ -101,7 +97,7 @@ def transformers_interpret_loop(model, tokenizer, texts, targets, n_steps: int, 
         explainer(text, index=target, n_steps=n_steps)
         raw = explainer.attributions._attributions.sum(-1)[0].detach().float().cpu().numpy()
         encoded, _ = encode(tokenizer, text, max_length, model.device)
-        error = relative_error(raw.sum(), float(explainer.attributions.delta))
+        error = completeness_error(raw.sum(), float(explainer.attributions.delta))
         results.append((merge_words(text, encoded[0], raw[: len(encoded["input_ids"][0])])[1], error))
     return results
 
@@ -158,7 +154,7 @@ def captum_image_loop(model, pixels, targets, n_steps: int) -> list[tuple]:
         attributions, delta = explainer.attribute(image, torch.zeros_like(image), target=target, n_steps=n_steps,
                                                   return_convergence_delta=True)  # fmt: skip
         scores = attributions.sum(1)[0].detach().float().cpu().numpy()
-        results.append((scores, relative_error(scores.sum(), float(delta))))
+        results.append((scores, completeness_error(scores.sum(), float(delta))))
     return results
 
 
@@ -222,9 +218,8 @@ def text_rows(cli) -> list[dict]:
     changes = logit_changes(model, tokenizer, texts, targets, cli.max_length)
     for name, (pairs, seconds) in results.items():
         if name.startswith("ferret"):
-            errors = [
-                abs(float(np.sum(s)) - change) / max(abs(change), 1e-12) for (s, _), change in zip(pairs, changes)
-            ]
+            totals = [float(np.sum(s)) for s, _ in pairs]
+            errors = [completeness_error(total, total - change) for total, change in zip(totals, changes)]
             results[name] = ([(s, error) for (s, _), error in zip(pairs, errors)], seconds)
     return summarise(results, [e.scores for e in reference], next(iter(methods)), len(texts))
 

@@ -24,14 +24,20 @@ RECIPES = {
 }
 
 
+def run_script(script: Path, argument: Path, processes: int, **env) -> None:
+    """`script argument` on `processes` CPU processes (torchrun, gloo), one thread each; `env` added."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    result = subprocess.run([*command, str(script), str(argument)], capture_output=True, text=True, env=env,
+                            timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def torchrun(recipe: Path, output: Path, processes: int = 2) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
     """Distil `recipe` on `processes` CPU processes (gloo) with tests/scripts/ddp_distill.py; each rank's report and
     weights, read from `output`."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     # A datasets cache of this run's own, so that a teacher cache is computed here rather than read from another run.
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(output.parent / f"{output.name}-datasets")}
-    result = subprocess.run([*command, str(SCRIPT), str(recipe)], capture_output=True, text=True, env=env, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_script(SCRIPT, recipe, processes, HF_DATASETS_CACHE=str(output.parent / f"{output.name}-datasets"))
     reports = [json.loads((output / f"rank{rank}.json").read_text()) for rank in range(processes)]
     return reports, [load_file(output / f"rank{rank}.safetensors") for rank in range(processes)]
 
@@ -110,15 +116,8 @@ def test_teacher_cache_is_computed_by_the_main_process_and_read_by_the_others(ti
 def test_deepspeed_zero3_shards_the_teacher_on_cpu_and_a_student_learns_from_it(tmp_path):
     """`prepare_deepspeed` on 2 CPU processes (DeepSpeed's CPU accelerator, gloo): each rank holds half the teacher,
     which still gives the unsharded teacher's logits, and a ZeRO-3 student's soft-label loss goes down."""
-    script = Path(__file__).parent / "scripts" / "deepspeed_teacher.py"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu"}
+    run_script(Path(__file__).parent / "scripts" / "deepspeed_teacher.py", tmp_path, 2, DS_ACCELERATOR="cpu")
 
-    result = subprocess.run(
-        [*command, str(script), str(tmp_path)], capture_output=True, text=True, env=env, timeout=600
-    )
-
-    assert result.returncode == 0, result.stderr[-3000:]
     for rank in (0, 1):
         report = json.loads((tmp_path / f"deepspeed_rank{rank}.json").read_text())
         assert report["world_size"] == 2 and report["teacher_in_eval_mode"]

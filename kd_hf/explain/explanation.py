@@ -31,6 +31,12 @@ def score_rgba(scores: np.ndarray, opacity: float = 1.0) -> np.ndarray:
     return np.concatenate([rgb, opacity * np.abs(scores)[..., None]], axis=-1)
 
 
+def completeness_error(total: float, delta: float) -> float:
+    """How far attributions summing to `total` are from adding up to the change they explain, `total - delta` (the
+    target's f(input) - f(baseline)): `|delta|` relative to that change."""
+    return abs(delta) / max(abs(total - delta), np.finfo(np.float32).tiny)
+
+
 @dataclass
 class Explanation:
     """What a model attributed its prediction to.
@@ -64,10 +70,7 @@ class Explanation:
         """`|delta|` relative to the change it measures, `|f(input) - f(baseline)|` of the target's logit (which is
         the sum of the scores minus `delta`): how far the attributions are from adding up to that change. `None`
         for methods without a delta."""
-        if self.delta is None:
-            return None
-        change = float(np.sum(self.scores)) - self.delta
-        return abs(self.delta) / max(abs(change), np.finfo(np.float32).tiny)
+        return None if self.delta is None else completeness_error(float(np.sum(self.scores)), self.delta)
 
     def normalized(self) -> np.ndarray:
         """Scores scaled to [-1, 1] by the largest magnitude (all zeros stay zeros)."""

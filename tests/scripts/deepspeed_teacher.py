@@ -64,3 +64,7 @@ report = {
 }
 with open(f"{sys.argv[1]}/deepspeed_rank{rank}.json", "w") as file:
     json.dump(report, file)
+# Shut the process group down before the interpreter does: gloo's threads torn down at exit abort the process
+# ("terminate called without an active exception") now and then.
+torch.distributed.barrier()
+torch.distributed.destroy_process_group()
