@@ -167,11 +167,12 @@ def test_int8_vit_graph_has_uint8_weights_and_runs(exported_vit):
 
 
 @pytest.mark.slow
-def test_int8_graph_stores_its_remaining_large_fp32_tensors_in_int8_under_short_names(exported_vit, tmp_path):
+def test_int8_graph_stores_its_remaining_large_fp32_tensors_in_int8_under_short_names(exported_vit, tmp_path,
+                                                                                      monkeypatch):  # fmt: skip
     import onnx
     from onnx import numpy_helper
 
-    from kd_hf.export import OnnxClassifier
+    from kd_hf.export import OnnxClassifier, quantize
     from kd_hf.export.quantize import quantize_int8
 
     # The tiny ViT's position embeddings (5 x 32 values) are read by an `Add`, not by a quantised operator.
@@ -180,15 +181,67 @@ def test_int8_graph_stores_its_remaining_large_fp32_tensors_in_int8_under_short_
     graph = onnx.load(tmp_path / "compact.onnx").graph
     large = {t.name: numpy_helper.to_array(t) for t in graph.initializer if np.prod(t.dims) >= 128}
     assert large and all(values.dtype in (np.uint8, np.int8) for values in large.values())
-    [dequantize] = [node for node in graph.node if node.op_type == "DequantizeLinear"]
-    assert large[dequantize.input[0]].shape == (1, 5, 32)
+    dequantized = [large[node.input[0]].shape for node in graph.node if node.op_type == "DequantizeLinear"]
+    assert (1, 5, 32) in dequantized
     names = {name for node in graph.node for name in [*node.input, *node.output]} - {"pixel_values", "logits", ""}
     assert names and all(re.fullmatch(r"v\d+", name) for name in names)
     pixels = {"pixel_values": torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(4))}
     compact = OnnxClassifier(str(tmp_path / "compact.onnx")).logits(pixels)
     fp32 = OnnxClassifier(exported_vit.model_path).logits(pixels)
     assert np.abs(compact - fp32).max() < 0.2  # logits up to 2.1; the int8 graph without compaction is 0.10 off
-    assert os.path.getsize(tmp_path / "compact.onnx") < os.path.getsize(exported_vit.quantized_path)
+    monkeypatch.setattr(quantize, "compact", lambda *args: None)
+    quantize_int8(exported_vit.model_path, str(tmp_path / "dynamic.onnx"), settings)
+    assert os.path.getsize(tmp_path / "compact.onnx") < 0.8 * os.path.getsize(tmp_path / "dynamic.onnx")
+
+
+def test_small_fp32_tensors_are_packed_into_one_int8_tensor_and_come_back_within_their_rows_precision(tmp_path):
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    from kd_hf.export.quantize import PACKED_ROW, compact
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "bias": rng.normal(0, 0.02, 64).astype(np.float32),
+        "gamma": (1 + rng.normal(0, 0.02, 64)).astype(np.float32),  # near 1: a range holding 0 would lose its spread
+        "beta": rng.normal(0, 0.02, 64).astype(np.float32),
+        "token": rng.normal(0, 0.05, (1, 1, 64)).astype(np.float32),
+        "head_bias": rng.normal(0, 0.02, 10).astype(np.float32),  # padded to a row
+        "half": np.array(0.5, np.float32),  # a scalar stays as it is
+    }
+    nodes = [
+        helper.make_node("Add", ["x", "bias"], ["biased"]),
+        helper.make_node("LayerNormalization", ["biased", "gamma", "beta"], ["normed"], axis=-1),
+        helper.make_node("Add", ["normed", "token"], ["shifted"]),
+        helper.make_node("Mul", ["shifted", "half"], ["halved"]),
+        helper.make_node("ReduceSum", ["halved"], ["summed"], keepdims=0),
+        helper.make_node("Add", ["summed", "head_bias"], ["y"]),
+        helper.make_node("Identity", ["gamma"], ["gamma_read"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 64])],
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [size]) for name, size in [("y", 10), ("gamma_read", 64)]],
+        [numpy_helper.from_array(values, name) for name, values in tensors.items()],
+    )  # fmt: skip
+    path = str(tmp_path / "tiny.onnx")
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), path)
+    x = {"x": rng.normal(0, 1, (1, 4, 64)).astype(np.float32)}
+    before, _ = onnxruntime.InferenceSession(path).run(None, x)
+
+    compact(path)
+    model = onnx.load(path)
+    stored = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    floats = [values for values in stored.values() if values.dtype == np.float32 and values.size > 1]
+    int8 = [values for values in stored.values() if values.dtype == np.int8]
+    assert [values.shape for values in int8] == [(5, PACKED_ROW)]  # 64 x 4 values and 10 padded to a row
+    assert all(values.shape in [(5,), (5, 1)] for values in floats)  # a scale and a centre per row
+    assert any(values.shape == () and values == 0.5 for values in stored.values())
+    after, gamma = onnxruntime.InferenceSession(path).run(None, x)
+    assert np.abs(after - before).max() < 0.01 and not np.array_equal(after, before)
+    # Within half a step of its row's own range, (max - min) / 254 / 2: 1.6e-4 here, where a range from 0 to 1.05
+    # would allow 2e-3.
+    assert np.abs(gamma - tensors["gamma"]).max() <= np.ptp(tensors["gamma"]) / 254 / 2 * 1.001
 
 
 @pytest.mark.slow

@@ -65,8 +65,9 @@ def compact(path: str, min_elements: int = WEIGHT_ONLY_MIN_ELEMENTS) -> None:
 
     model = onnx.load(path)
     opset = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
-    if opset >= 13:  # `DequantizeLinear` with an axis
+    if opset >= 13:  # `DequantizeLinear` with an axis, `Split` with its sizes as an input
         _weight_only_int8(model.graph, min_elements)
+        _pack_small_tensors(model.graph, min_elements)
     del model.graph.value_info[:]
     if not any(attribute.g.node or attribute.graphs for node in model.graph.node for attribute in node.attribute):
         _short_names(model.graph)  # a subgraph (`If`, `Loop`) may read its parent's values by name: those keep theirs
@@ -95,6 +96,67 @@ def _weight_only_int8(graph, min_elements: int) -> None:
         graph.node.insert(0, dequantize)
 
 
+# Operators whose float inputs must stay initializers: onnxruntime reads their scales when it loads the graph.
+_QUANTIZATION_OPS = {"DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
+PACKED_ROW = 64  # values per scale and zero point of the packed tensors
+
+
+def _pack_small_tensors(graph, max_elements: int, row: int = PACKED_ROW) -> None:
+    """Store the fp32 tensors of fewer than `max_elements` values (biases, layer norms, the per-channel scales of the
+    quantised weights), scalars aside, in one int8 tensor of `row`-value rows; each row has a scale and a centre, so
+    that a layer norm's weights near 1 keep 8 bits of their spread. `DequantizeLinear`, `Add` and `Split` give them
+    back under their old names."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    readers = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, set()).add(node.op_type)
+    packed = [
+        initializer for initializer in graph.initializer
+        if initializer.data_type == TensorProto.FLOAT and 1 < np.prod(initializer.dims) < max_elements
+        and initializer.name in readers and not readers[initializer.name] & _QUANTIZATION_OPS
+    ]  # fmt: skip
+    if len(packed) < 2:
+        return
+    pieces, sizes, outputs, reshapes = [], [], [], []
+    for index, initializer in enumerate(packed):
+        values = numpy_helper.to_array(initializer).ravel()
+        padding = -len(values) % row
+        pieces.append(np.pad(values, (0, padding), mode="edge"))  # a row's range stays its tensor's
+        flat = initializer.name if len(initializer.dims) == 1 else f"{initializer.name}_flat"
+        sizes.append(len(values))
+        outputs.append(flat)
+        if padding:
+            sizes.append(padding)
+            outputs.append(f"packed_padding_{index}")
+        if flat != initializer.name:
+            shape = numpy_helper.from_array(np.array(initializer.dims, np.int64), f"{initializer.name}_shape")
+            reshapes.append((shape, helper.make_node("Reshape", [flat, shape.name], [initializer.name])))
+        graph.initializer.remove(initializer)
+    rows = np.concatenate(pieces).reshape(-1, row)
+    low, high = rows.min(1), rows.max(1)
+    centre = ((low + high) / 2).astype(np.float32)[:, None]
+    scale = (np.maximum(high - low, np.finfo(np.float32).tiny) / 254).astype(np.float32)
+    quantized = np.clip(np.round((rows - centre) / scale[:, None]), -127, 127).astype(np.int8)
+    graph.initializer.extend([
+        numpy_helper.from_array(quantized, "packed_int8"), numpy_helper.from_array(scale, "packed_scale"),
+        numpy_helper.from_array(centre, "packed_centre"),
+        numpy_helper.from_array(np.array([-1], np.int64), "packed_flat_shape"),
+        numpy_helper.from_array(np.array(sizes, np.int64), "packed_sizes"),
+        *(shape for shape, _ in reshapes),
+    ])  # fmt: skip
+    unpack = [
+        helper.make_node("DequantizeLinear", ["packed_int8", "packed_scale"], ["packed_deviation"], axis=0),
+        helper.make_node("Add", ["packed_deviation", "packed_centre"], ["packed"]),
+        helper.make_node("Reshape", ["packed", "packed_flat_shape"], ["packed_flat"]),
+        helper.make_node("Split", ["packed_flat", "packed_sizes"], outputs, axis=0),
+        *(reshape for _, reshape in reshapes),
+    ]
+    for node in reversed(unpack):
+        graph.node.insert(0, node)
+
+
 def _short_names(graph) -> None:
     """Name every value and node of `graph` `v0`, `v1`, ... except the graph's inputs and outputs."""
     kept = {value.name for value in [*graph.input, *graph.output]}
@@ -110,8 +172,8 @@ def _short_names(graph) -> None:
     for node in graph.node:
         node.input[:] = [short(name) for name in node.input]
         node.output[:] = [short(name) for name in node.output]
-        node.name = ""
-        node.doc_string = ""
+        node.ClearField("name")  # an empty string set is still written
+        node.ClearField("doc_string")
 
 
 class _Without(logging.Filter):
