@@ -86,8 +86,12 @@ VISION_LEVERS = {
     "ixg_matching": IXG_MATCHING_VISION,
     "ig_matching": IG_MATCHING_VISION,
 }
+# DistilBERT's initialisation: teacher layers 2 and 4, at the teacher's width (272k parameters, 2x fewer).
+TEACHER_LAYERS = ["--model_init", "teacher_layers", "--teacher_layers_stride", "2", "--model_config", "{}"]
 VISION_VARIANTS = {
     **{name: fields for name, fields in VISION_LEVERS.items() if name != "ig_matching_light"},
+    "teacher_layers": TEACHER_LAYERS,
+    "teacher_layers_ig_matching": [*TEACHER_LAYERS, *IG_MATCHING_VISION],
     **{f"w64_{name}": ["--model_config", W64, *fields] for name, fields in VISION_LEVERS.items()},
 }
 

@@ -99,7 +99,7 @@ def _weight_only_int8(graph, min_elements: int) -> None:
 
 # Operators whose float inputs must stay initializers: onnxruntime reads their scales when it loads the graph.
 _QUANTIZATION_OPS = {"DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}
-PACKED_ROW = 64  # values per scale and zero point of the packed tensors
+PACKED_ROW = 64  # values per scale and centre of the packed tensors
 
 
 def _pack_small_tensors(graph, max_elements: int, row: int = PACKED_ROW) -> None:
