@@ -41,6 +41,12 @@ IG_MATCHING += ["--attribution_method", "integrated_gradients", "--attribution_n
 IG_MATCHING_LIGHT = ["--loss_type", "soft_label", "attribution", "--loss_weights", "1", "0.8"]
 IG_MATCHING_LIGHT += ["--attribution_method", "integrated_gradients", "--attribution_n_steps", "2"]
 IG_MATCHING_LIGHT += ["--attribution_batch_size", "8", "--attribution_every", "4"]
+# TinyBERT/MiniLM-style intermediate losses (`recipes/offline_text_intermediate.yaml`): attention maps (KL, heads
+# averaged) and hidden states (MSE through a learned projection), student layers 1, 2 <- teacher layers 3, 6. They need
+# the live teacher at every step.
+INTERMEDIATE = ["--loss_type", "soft_label", "attention", "hidden_state", "--loss_weights", "1", "1", "1"]
+INTERMEDIATE += ["--layer_map", "uniform", "--attention_loss", "kl", "--attention_heads", "average"]
+INTERMEDIATE += ["--hidden_state_loss", "mse"]
 DEEP = '{"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512}'
 VARIANTS = {
     "plain": [],
@@ -52,6 +58,8 @@ VARIANTS = {
     "ig_matching": IG_MATCHING,
     "ig_matching_light": IG_MATCHING_LIGHT,
     "final": ["--embedding_init", "teacher", *IG_MATCHING_LIGHT],
+    "intermediate": INTERMEDIATE,
+    "intermediate_embedding_init": [*INTERMEDIATE, "--embedding_init", "teacher"],
     # The budget the pruned vocabulary frees (most of a 4.4M student is its 30k-token embedding table) spent on depth:
     # 4 layers of width 128 (twice the default), within the 5x size and speed budgets.
     "deep_pruned": ["--prune_vocabulary", "true", "--model_config", DEEP, "--embedding_init", "teacher"],
@@ -94,6 +102,12 @@ VISION_VARIANTS = {
     "ig_matching_cached": [*IG_MATCHING_VISION, "--teacher_cache", "true"],
     # Twice the steps (`recipes/offline_vision_explain.yaml`; seed 42 ran without the cache, which changes nothing).
     "ig_matching_long": [*IG_MATCHING_VISION, "--teacher_cache", "true", "--max_steps", "800", "--warmup_steps", "80"],
+    # Three times the steps, and twice the steps at twice the attribution weight: the two ways on from `ig_matching_long`.
+    "ig_matching_longer": [*IG_MATCHING_VISION, "--teacher_cache", "true", "--max_steps", "1200", "--warmup_steps", "120"],
+    "ig_matching_long_w2": [
+        "--loss_type", "soft_label", "attribution", "--loss_weights", "1", "2", "--attribution_method", "integrated_gradients", "--attribution_n_steps", "4",
+        "--teacher_cache", "true", "--max_steps", "800", "--warmup_steps", "80",
+    ],  # fmt: skip
     "teacher_layers": TEACHER_LAYERS,
     "teacher_layers_ig_matching": [*TEACHER_LAYERS, *IG_MATCHING_VISION],
     **{f"w64_{name}": ["--model_config", W64, *fields] for name, fields in VISION_LEVERS.items()},
