@@ -108,9 +108,9 @@ VISION_VARIANTS = {
     **{name: fields for name, fields in VISION_LEVERS.items() if name != "ig_matching_light"},
     # The teacher's IG computed once: the same student as `ig_matching` (seed 42), at half the time per step.
     "ig_matching_cached": [*IG_MATCHING_VISION, "--teacher_cache", "true"],
-    # Twice the steps (`recipes/offline_vision_explain.yaml`; seed 42 ran without the cache, which changes nothing).
+    # Twice the steps (seed 42 ran without the cache, which changes nothing), then three times the steps; or twice the
+    # steps at twice the attribution weight (`recipes/offline_vision_explain.yaml`, chosen on validation IG rho).
     "ig_matching_long": [*IG_MATCHING_VISION, *cached_for(800)],
-    # Three times the steps; or twice the steps at twice the attribution weight (chosen on validation IG rho).
     "ig_matching_longer": [*IG_MATCHING_VISION, *cached_for(1200)],
     "ig_matching_long_w2": [*IG_MATCHING_VISION_W2, *cached_for(800)],
     "teacher_layers": TEACHER_LAYERS,
