@@ -96,3 +96,37 @@ def test_unknown_recipe_field_suggests_the_right_one(tmp_path):
 def test_missing_recipe_file_is_named(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         parse_recipe([str(tmp_path / "nope.yaml")])
+
+
+def _ablation(monkeypatch, modality: str) -> tuple[str, dict]:
+    """`benchmarks/fidelity.py`'s base recipe and variants (command-line fields) for `modality`."""
+    root = RECIPES[0].parent.parent
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    import fidelity
+
+    variants = {"text": fidelity.VARIANTS, "vision": fidelity.VISION_VARIANTS}[modality]
+    return str(root / fidelity.RECIPES[modality]), variants
+
+
+@pytest.mark.parametrize("modality", ["text", "vision"])
+def test_every_ablation_variant_parses_into_its_modalitys_recipe(monkeypatch, modality):
+    base, variants = _ablation(monkeypatch, modality)
+    for name, fields in variants.items():
+        config = parse_recipe([base, *fields])
+        assert len(config.loss_weights) == len(config.loss_type), name
+
+
+@pytest.mark.parametrize(
+    ("recipe", "modality", "variant"),
+    [("offline_text_explain.yaml", "text", "final"), ("offline_vision_explain.yaml", "vision", "ig_matching_long_w2")],
+)
+def test_explanation_recipes_are_the_ablation_variants_they_report(monkeypatch, recipe, modality, variant):
+    """The figures in a recipe's header come from `benchmarks/fidelity.py`: its variant must train the same student."""
+    base, variants = _ablation(monkeypatch, modality)
+    shipped = parse_recipe([str(RECIPES[0].parent / recipe)])
+    measured = parse_recipe([base, *variants[variant]])
+    fields = ["loss_type", "loss_weights", "attribution_method", "attribution_n_steps", "attribution_batch_size"]
+    fields += ["attribution_every", "teacher_cache", "embedding_init", "model_config", "max_steps", "warmup_steps"]
+    fields += ["learning_rate", "alpha", "temperature", "per_device_train_batch_size"]
+    for field in fields:
+        assert getattr(shipped, field) == getattr(measured, field), field
