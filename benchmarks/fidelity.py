@@ -61,6 +61,8 @@ VARIANTS = {
     # What lifted the vision student (a heavier attribution weight), on `final`: 2 instead of 0.8.
     "final_w2": ["--embedding_init", "teacher", *IG_MATCHING_LIGHT, "--loss_weights", "1", "2"],
     "intermediate": INTERMEDIATE,
+    # Augmentation given the steps to use its 51k texts (4 epochs instead of 1), on teacher-initialised embeddings.
+    "augment_long": ["--embedding_init", "teacher", "--augment_copies", "4", "--max_steps", "6000"],
     # The budget the pruned vocabulary frees (most of a 4.4M student is its 30k-token embedding table) spent on depth:
     # 4 layers of width 128 (twice the default), within the 5x size and speed budgets.
     "deep_pruned": ["--prune_vocabulary", "true", "--model_config", DEEP, "--embedding_init", "teacher"],
