@@ -48,6 +48,7 @@ INTERMEDIATE = ["--loss_type", "soft_label", "attention", "hidden_state", "--los
 INTERMEDIATE += ["--layer_map", "uniform", "--attention_loss", "kl", "--attention_heads", "average"]
 INTERMEDIATE += ["--hidden_state_loss", "mse"]
 DEEP = '{"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512}'
+NARROW = '{"hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512}'
 VARIANTS = {
     "plain": [],
     "soft_label": [],
@@ -61,6 +62,10 @@ VARIANTS = {
     # What lifted the vision student (a heavier attribution weight), on `final`: 2 instead of 0.8.
     "final_w2": ["--embedding_init", "teacher", *IG_MATCHING_LIGHT, "--loss_weights", "1", "2"],
     "intermediate": INTERMEDIATE,
+    # Minitron's initialisation: teacher layers 1 and 5 (of 0-5), narrowed to the student's width by the teacher's
+    # activations (`model_init: teacher_layers` with a narrower `model_config`), at a fine-tuning learning rate.
+    "teacher_narrowed": ["--model_init", "teacher_layers", "--teacher_layers", "1", "5", "--model_config", NARROW]
+    + ["--learning_rate", "3e-4"],
     # Augmentation given the steps to use its 51k texts (4 epochs instead of 1), on teacher-initialised embeddings.
     "augment_long": ["--embedding_init", "teacher", "--augment_copies", "4", "--max_steps", "6000"],
     # The budget the pruned vocabulary frees (most of a 4.4M student is its 30k-token embedding table) spent on depth:

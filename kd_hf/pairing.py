@@ -8,6 +8,7 @@ import copy
 import difflib
 import logging
 import re
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
@@ -27,6 +28,7 @@ from .models import (  # noqa: F401 (loading lived here: re-exported for existin
     load_processor,
     resolve_model_path,
 )
+from .student_init import NARROWED_WIDTHS, narrow_teacher_layers
 
 
 logger = logging.getLogger(__name__)
@@ -207,8 +209,15 @@ def _check_model_config(overrides: dict, config: PretrainedConfig, source: str) 
             )
 
 
-def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> PreTrainedModel:
-    """The student a recipe asks for (`args.model_init`), with a classification head over `labels`."""
+def build_student(
+    args, teacher: PreTrainedModel | None, labels: list[str], calibration: Callable[[], Iterable[dict]] | None = None
+) -> PreTrainedModel:
+    """The student a recipe asks for (`args.model_init`), with a classification head over `labels`.
+
+    A teacher-layer student narrower than its teacher (`model_config` sets a smaller `hidden_size`,
+    `num_attention_heads` or `intermediate_size`) keeps the teacher's most active parts on the batches that
+    `calibration()` returns (the teacher's inputs for some training examples; `kd_hf.student_init`).
+    """
     image = args.is_image_task
     overrides = dict(args.model_config or {})
     if args.model_init == "teacher_layers":
@@ -224,7 +233,15 @@ def build_student(args, teacher: PreTrainedModel | None, labels: list[str]) -> P
                 f"`model_init: teacher_layers` copies the teacher's head, but its labels {teacher_labels} are not the "
                 f"dataset's {labels} in the same order; use `model_init: config` (a new head) instead."
             )
-        return student_from_teacher_layers(teacher, layers, {**overrides, **label_config(labels)})
+        overrides.update(label_config(labels))
+        if any(
+            overrides.get(name, getattr(teacher.config, name)) != getattr(teacher.config, name)
+            for name in NARROWED_WIDTHS
+        ):
+            if calibration is None:
+                raise ValueError("A teacher-layer student narrower than its teacher needs `calibration` batches.")
+            return narrow_teacher_layers(teacher, layers, overrides, calibration())
+        return student_from_teacher_layers(teacher, layers, overrides)
     if args.model_init == "checkpoint":
         if args.model_name_or_path is None:
             raise ValueError(

@@ -23,6 +23,7 @@ from .data import (
     label_names,
     load_raw_datasets,
     prepare_datasets,
+    preprocess_images,
     split_names,
 )
 from .ensemble import EnsembleTeacher, load_teacher
@@ -50,6 +51,33 @@ def _processor(args: DistillationConfig, model: PreTrainedModel, source: str | N
 
 def _num_channels(model: PreTrainedModel) -> int:
     return getattr(model.config, "num_channels", 3)
+
+
+# Training examples whose teacher activations choose what a narrowed teacher-layer student keeps (as many as Minitron).
+CALIBRATION_EXAMPLES = 1024
+
+
+def _calibration_batches(args: DistillationConfig, train, processor, teacher, batch_size: int = 32) -> list[dict]:
+    """The teacher's inputs for `CALIBRATION_EXAMPLES` training examples, drawn with the recipe's seed, in batches."""
+    sample = train.shuffle(seed=args.seed).select(range(min(CALIBRATION_EXAMPLES, len(train))))
+    if args.is_image_task:
+        pixels = preprocess_images(
+            sample, processor, image_column=args.image_column, label_column=None, num_channels=_num_channels(teacher)
+        )["pixel_values"]
+        return [{"pixel_values": pixels[start : start + batch_size]} for start in range(0, len(pixels), batch_size)]
+    columns = [[text or "" for text in sample[column]] for column in args.text_columns]
+    return [
+        dict(
+            processor(
+                *[texts[start : start + batch_size] for texts in columns],
+                truncation=True,
+                max_length=args.max_length,
+                padding=True,
+                return_tensors="pt",
+            )  # fmt: skip
+        )
+        for start in range(0, len(sample), batch_size)
+    ]
 
 
 def _collator(args: DistillationConfig, processor, dataset, teacher_processor=None):
@@ -204,8 +232,13 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
     # Classes as the labelled split names them; unlabelled data (soft labels alone) takes the teacher's.
     labelled = [split for split in raw_datasets if split is not None and args.label_column in split.column_names]
     labels = label_names(labelled[0], args.label_column) if labelled else class_names(reference.config)
-    student = build_student(args, reference, labels)
     teacher_processor = load_processor(args.teacher_model_name_or_path, image, args.trust_remote_code)
+    student = build_student(
+        args,
+        reference,
+        labels,
+        calibration=lambda: _calibration_batches(args, raw_datasets[0], teacher_processor, reference),
+    )
     if args.model_init == "checkpoint" or (args.model_init == "config" and args.model_name_or_path):
         processor = _processor(args, student, args.model_name_or_path)
     else:

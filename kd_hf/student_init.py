@@ -1,4 +1,5 @@
-"""Start a narrower student from what its teacher knows: the teacher's embedding tables, projected to its width.
+"""Start a narrower student from what its teacher knows: the teacher's embedding tables projected to its width, or
+the teacher's own layers cut to it.
 
 Most of a small text student's parameters are its word embeddings (30,522 × 128 of a 4.4M BERT), and a student built
 from a config starts them at random. `project_teacher_embeddings` gives them the teacher's geometry instead: the
@@ -10,13 +11,25 @@ is the projection of the teacher's sum. With equal widths the projection is a ro
 student = AutoModelForSequenceClassification.from_config(small_config)
 project_teacher_embeddings(teacher, student)  # in place
 ```
+
+`narrow_teacher_layers` goes further, as Minitron does (Muralidharan et al., 2024, https://huggingface.co/papers/2407.14679):
+it keeps some of the teacher's layers and, in them, the residual channels, attention heads and feed-forward neurons
+whose activations on a few training batches are largest, so every weight of the student starts as a slice of the
+teacher's. With the teacher's widths it is DistilBERT's copy of teacher layers, exactly.
+
+```python
+student = narrow_teacher_layers(teacher, [1, 5], {"hidden_size": 128, "num_attention_heads": 4}, batches)
+```
 """
 
+import copy
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
+from transformers import PreTrainedModel
 
 
 logger = logging.getLogger(__name__)
@@ -85,3 +98,164 @@ def project_teacher_embeddings(
     logger.info("Student embeddings %s initialised from the teacher's, projected to %d dimensions.", done,
                 projection.shape[1])  # fmt: skip
     return done
+
+
+# What a kept attention head, feed-forward neuron or residual channel indexes in a layer's weights, by module name:
+# BERT / RoBERTa (`attention.self.query`, `attention.output.dense`, `intermediate.dense`, `output.dense`) and
+# ViT / DeiT (`attention.q_proj`, `attention.o_proj`, `mlp.fc1`, `mlp.fc2`). Every other dimension of the teacher's
+# width, outside these (embeddings, LayerNorms, pooler, head), is a residual channel.
+_HEADS_OUT = re.compile(r"\.(query|key|value|q_proj|k_proj|v_proj)$")
+_HEADS_IN = re.compile(r"\.(attention\.output\.dense|o_proj)$")
+_NEURONS_OUT = re.compile(r"\.(intermediate\.dense|fc1)$")
+_NEURONS_IN = re.compile(r"\.(\d+\.output\.dense|fc2)$")
+_LAYER = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
+NARROWED_WIDTHS = ("hidden_size", "num_attention_heads", "intermediate_size")
+
+
+def _head_size(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def narrowed_config(teacher_config, layers: Sequence[int], config_overrides: dict | None = None):
+    """The teacher's config with `len(layers)` layers and `config_overrides`, checked to be a narrowing of it: no width
+    above the teacher's, and heads of the teacher's size (a head is kept whole or not at all)."""
+    config = copy.deepcopy(teacher_config)
+    config.num_hidden_layers = len(layers)
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
+    for name in NARROWED_WIDTHS:
+        if getattr(config, name) > getattr(teacher_config, name):
+            raise ValueError(
+                f"`model_init: teacher_layers` keeps a part of each teacher layer, but `{name}` "
+                f"{getattr(config, name)} is above the teacher's {getattr(teacher_config, name)}; use at most the "
+                "teacher's widths, or `model_init: config` for a wider student."
+            )
+    size = _head_size(teacher_config)
+    if config.hidden_size != config.num_attention_heads * size:
+        raise ValueError(
+            f"The teacher's attention heads have {size} dimensions, and a narrowed student keeps whole heads: with "
+            f"`hidden_size: {config.hidden_size}` set `num_attention_heads: {config.hidden_size // size}` (or a "
+            f"`hidden_size` that is a multiple of {size})."
+        )
+    return config
+
+
+@torch.no_grad()
+def layer_importance(model: nn.Module, batches: Iterable[dict]) -> dict[str, torch.Tensor]:
+    """Minitron's activation-based importance of `model`'s parts over `batches` (its forward inputs), averaged over
+    the tokens or patches that are not padding:
+
+    - `channels`: mean |output| of every LayerNorm, per residual channel, summed over the LayerNorms;
+    - `heads`: mean L2 norm of each head's output (the attention's output projection reads them), `[layers, heads]`;
+    - `neurons`: mean |activation| of each feed-forward neuron, `[layers, intermediate_size]`.
+    """
+    config = model.config
+    size = _head_size(config)
+    found = {"channels": torch.zeros(config.hidden_size, dtype=torch.float64)}
+    found["heads"] = torch.zeros(config.num_hidden_layers, config.num_attention_heads, dtype=torch.float64)
+    found["neurons"] = torch.zeros(config.num_hidden_layers, config.intermediate_size, dtype=torch.float64)
+    mask = {}
+
+    def mean_over_tokens(values: torch.Tensor) -> torch.Tensor:  # [batch, tokens, ...] -> [...]
+        weights = mask.get("tokens")
+        if weights is None or weights.shape != values.shape[:2]:
+            return values.double().mean((0, 1))
+        weights = weights.double().reshape(*weights.shape, *[1] * (values.dim() - 2))
+        return (values.double() * weights).sum((0, 1)) / weights.sum()
+
+    def add(key: str, layer: int | None, transform):
+        def hook(module, inputs, output=None):
+            values = transform(inputs[0] if output is None else output)
+            target = found[key] if layer is None else found[key][layer]
+            target += mean_over_tokens(values)
+
+        return hook
+
+    def per_head(values: torch.Tensor) -> torch.Tensor:
+        return values.unflatten(-1, (-1, size)).norm(dim=-1)
+
+    handles = []
+    for name, module in model.named_modules():
+        layer = _LAYER.match(name + ".")
+        index = int(layer.group(2)) if layer else None
+        if isinstance(module, nn.LayerNorm) and module.normalized_shape == (config.hidden_size,):
+            handles.append(module.register_forward_hook(add("channels", None, torch.abs)))
+        elif index is not None and _HEADS_IN.search(name):
+            handles.append(module.register_forward_pre_hook(add("heads", index, per_head)))
+        elif index is not None and _NEURONS_IN.search(name):
+            handles.append(module.register_forward_pre_hook(add("neurons", index, torch.abs)))
+    try:
+        for batch in batches:
+            mask["tokens"] = batch.get("attention_mask")
+            model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    return scores.topk(k).indices.sort().values
+
+
+@torch.no_grad()
+def narrow_teacher_layers(
+    teacher: PreTrainedModel, layers: Sequence[int], config_overrides: dict | None, batches: Iterable[dict]
+) -> PreTrainedModel:
+    """A student made of the teacher's `layers`, cut to the widths `config_overrides` sets (`hidden_size`,
+    `num_attention_heads`, `intermediate_size`), keeping the most important residual channels, and in each layer the
+    most important heads and neurons, by `layer_importance` on `batches`; the teacher is left as it was.
+
+    BERT-like and ViT-like encoders (see `_HEADS_OUT` and the patterns beside it); another layout is refused.
+    """
+    config = narrowed_config(teacher.config, layers, config_overrides)
+    importance = layer_importance(teacher.eval(), batches)
+    size = _head_size(teacher.config)
+    channels = _top(importance["channels"], config.hidden_size)
+    heads, neurons = {}, {}
+    for new, old in enumerate(layers):
+        kept_heads = _top(importance["heads"][old], config.num_attention_heads)
+        heads[str(new)] = (kept_heads[:, None] * size + torch.arange(size)).flatten()
+        neurons[str(new)] = _top(importance["neurons"][old], config.intermediate_size)
+
+    student = type(teacher)(config)
+    target = student.state_dict()
+    new_index = {str(old): str(new) for new, old in enumerate(layers)}
+    state = {}
+    for key, tensor in teacher.state_dict().items():
+        layer = _LAYER.match(key)
+        if layer:
+            if layer.group(2) not in new_index:
+                continue
+            layer, key = new_index[layer.group(2)], f"{layer.group(1)}{new_index[layer.group(2)]}{layer.group(3)}"
+        module = key.rsplit(".", 1)[0]
+        if layer is not None and _HEADS_OUT.search(module):
+            kept = [heads[layer], channels]
+        elif layer is not None and _HEADS_IN.search(module):
+            kept = [channels, heads[layer]]
+        elif layer is not None and _NEURONS_OUT.search(module):
+            kept = [neurons[layer], channels]
+        elif layer is not None and _NEURONS_IN.search(module):
+            kept = [channels, neurons[layer]]
+        else:
+            kept = [channels if length == teacher.config.hidden_size else None for length in tensor.shape]
+        for dim, indices in enumerate(kept[: tensor.dim()]):
+            if indices is not None:
+                tensor = tensor.index_select(dim, indices)
+        if key not in target or target[key].shape != tensor.shape:
+            raise ValueError(
+                f"Cannot narrow {type(teacher).__name__}: its weight {key!r} {tuple(tensor.shape)} does not fit the "
+                f"student's {tuple(target[key].shape) if key in target else 'nothing'}. Narrowing knows BERT-like and "
+                "ViT-like layers; keep the teacher's widths, or use `model_init: config`."
+            )
+        state[key] = tensor
+    missing = sorted(set(target) - set(state))
+    if missing:
+        raise ValueError(f"Narrowing {type(teacher).__name__} left student weights unset: {missing[:5]}.")
+    student.load_state_dict(state)
+    logger.info(
+        "Student of teacher layers %s narrowed to width %d, %d heads, %d neurons: %d parameters.",
+        list(layers), config.hidden_size, config.num_attention_heads, config.intermediate_size,
+        student.num_parameters(),
+    )  # fmt: skip
+    return student.to(torch.float32)

@@ -6,7 +6,8 @@ import torch
 from sklearn.decomposition import PCA
 
 from kd_hf import DistillationConfig
-from kd_hf.student_init import project_teacher_embeddings
+from kd_hf.pairing import student_from_teacher_layers
+from kd_hf.student_init import narrow_teacher_layers, project_teacher_embeddings
 
 
 VOCAB = 500
@@ -90,3 +91,99 @@ def test_distill_starts_the_student_from_the_projected_embeddings(tiny_text_proj
     with caplog.at_level("INFO", logger="kd_hf"):
         main(["distill", str(recipe)])
     assert "initialised from the teacher's, projected to 16 dimensions" in caplog.text
+
+
+# `narrow_teacher_layers`: teacher layers cut to a narrower student by the teacher's activations (Minitron).
+
+
+def _token_batches(seed=0, batches=2):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (batches, 8, 12), generator=generator)
+    return [{"input_ids": batch, "attention_mask": torch.ones_like(batch)} for batch in ids]
+
+
+def test_narrowing_to_the_teachers_widths_is_the_copy_of_its_layers(make_bert):
+    teacher = make_bert(layers=4, vocab_size=VOCAB)
+    narrowed = narrow_teacher_layers(teacher, [1, 3], {}, _token_batches())
+    copied = student_from_teacher_layers(teacher, [1, 3])
+    for key, tensor in copied.state_dict().items():
+        assert torch.equal(narrowed.state_dict()[key], tensor), key
+    assert teacher.config.num_hidden_layers == 4  # the teacher is untouched
+
+
+def test_neurons_that_never_fire_are_dropped_without_changing_the_function(make_bert):
+    teacher = make_bert(layers=2, vocab_size=VOCAB)  # width 32, 2 heads of 16, 64 neurons per layer
+    dead = torch.arange(0, 64, 2)
+    with torch.no_grad():
+        for layer in teacher.bert.encoder.layer:  # GELU(-30) = 0: half the neurons output nothing
+            layer.intermediate.dense.weight[dead] = 0
+            layer.intermediate.dense.bias[dead] = -30
+    student = narrow_teacher_layers(teacher, [0, 1], {"intermediate_size": 32}, _token_batches())
+    kept = student.bert.encoder.layer[0].intermediate.dense.bias
+    torch.testing.assert_close(kept, teacher.bert.encoder.layer[0].intermediate.dense.bias[1::2])
+    inputs = _token_batches(seed=1)[0]
+    with torch.no_grad():
+        torch.testing.assert_close(student(**inputs).logits, teacher(**inputs).logits, atol=1e-5, rtol=1e-5)
+
+
+def test_the_most_active_channels_and_heads_are_kept(make_bert):
+    teacher = make_bert(layers=2, heads=4, vocab_size=VOCAB)  # width 32, 4 heads of 8
+    quiet = torch.arange(16, 32)
+    with torch.no_grad():
+        for module in teacher.modules():  # every LayerNorm outputs 0 on channels 16-31
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight[quiet], module.bias[quiet] = 0, 0
+        for layer in teacher.bert.encoder.layer:  # heads 0 and 2 read nothing: their outputs are 0
+            for head in (0, 2):
+                layer.attention.self.value.weight[8 * head : 8 * head + 8] = 0
+                layer.attention.self.value.bias[8 * head : 8 * head + 8] = 0
+    student = narrow_teacher_layers(
+        teacher, [1], {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 64}, _token_batches()
+    )
+    live_heads = torch.cat([torch.arange(8, 16), torch.arange(24, 32)])
+    value = teacher.bert.encoder.layer[1].attention.self.value.weight
+    assert torch.equal(student.bert.encoder.layer[0].attention.self.value.weight, value[live_heads][:, :16])
+    words = teacher.bert.embeddings.word_embeddings.weight
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, words[:, :16])
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight[:, :16])
+    assert student.config.hidden_size == 16 and student.config.num_hidden_layers == 1
+
+
+def test_a_vit_is_narrowed_on_its_images(make_vit):
+    teacher = make_vit(layers=4)  # width 32, 2 heads of 16, 64 neurons
+    images = [{"pixel_values": torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(0))}]
+    student = narrow_teacher_layers(
+        teacher, [1, 3], {"hidden_size": 16, "num_attention_heads": 1, "intermediate_size": 32}, images
+    )
+    assert student.num_parameters() < teacher.num_parameters() / 2
+    assert student(pixel_values=torch.randn(2, 1, 8, 8)).logits.shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"hidden_size": 64, "num_attention_heads": 4}, "`hidden_size` 64 is above the teacher's 32"),
+        ({"hidden_size": 16}, r"heads have 16 dimensions.*`hidden_size: 16` set `num_attention_heads: 1`"),
+        ({"intermediate_size": 128}, "`intermediate_size` 128 is above the teacher's 64"),
+    ],
+)
+def test_a_student_that_is_not_a_narrowing_is_refused_with_the_fix(make_bert, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        narrow_teacher_layers(make_bert(vocab_size=VOCAB), [0], overrides, _token_batches())
+
+
+@pytest.mark.slow
+def test_distill_narrows_teacher_layers_to_the_recipes_width(tiny_text_project, tmp_path, caplog):
+    from transformers import AutoModelForSequenceClassification
+
+    from kd_hf.cli import main
+
+    recipe = tiny_text_project(
+        model_config={"hidden_size": 16, "num_attention_heads": 1, "intermediate_size": 32},
+        max_steps=1, explanation_examples=0,
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="kd_hf"):
+        main(["distill", str(recipe)])
+    assert "narrowed to width 16, 1 heads, 32 neurons" in caplog.text
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    assert (student.config.hidden_size, student.config.num_hidden_layers) == (16, 1)
