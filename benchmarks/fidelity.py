@@ -66,6 +66,18 @@ VARIANTS = {
     # activations (`model_init: teacher_layers` with a narrower `model_config`), at a fine-tuning learning rate.
     "teacher_narrowed": ["--model_init", "teacher_layers", "--teacher_layers", "1", "5", "--model_config", NARROW]
     + ["--learning_rate", "3e-4"],
+    "teacher_narrowed_final": [
+        "--model_init",
+        "teacher_layers",
+        "--teacher_layers",
+        "1",
+        "5",
+        "--model_config",
+        NARROW,
+        "--learning_rate",
+        "3e-4",
+        *IG_MATCHING_LIGHT,
+    ],  # fmt: skip
     # Augmentation given the steps to use its 51k texts (4 epochs instead of 1), on teacher-initialised embeddings.
     "augment_long": ["--embedding_init", "teacher", "--augment_copies", "4", "--max_steps", "6000"],
     # The budget the pruned vocabulary frees (most of a 4.4M student is its 30k-token embedding table) spent on depth:
