@@ -235,8 +235,7 @@ def build_student(
             )
         overrides.update(label_config(labels))
         if any(
-            overrides.get(name, getattr(teacher.config, name)) != getattr(teacher.config, name)
-            for name in NARROWED_WIDTHS
+            name in overrides and overrides[name] != getattr(teacher.config, name, None) for name in NARROWED_WIDTHS
         ):
             if calibration is None:
                 raise ValueError("A teacher-layer student narrower than its teacher needs `calibration` batches.")

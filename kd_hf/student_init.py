@@ -119,6 +119,12 @@ def _head_size(config) -> int:
 def narrowed_config(teacher_config, layers: Sequence[int], config_overrides: dict | None = None):
     """The teacher's config with `len(layers)` layers and `config_overrides`, checked to be a narrowing of it: no width
     above the teacher's, and heads of the teacher's size (a head is kept whole or not at all)."""
+    unknown = [name for name in NARROWED_WIDTHS if not hasattr(teacher_config, name)]
+    if unknown:
+        raise ValueError(
+            f"Narrowing teacher layers knows BERT-like and ViT-like configs; {type(teacher_config).__name__} has no "
+            f"{', '.join(unknown)}. Keep the teacher's widths (`model_config` without them), or use `model_init: config`."
+        )
     config = copy.deepcopy(teacher_config)
     config.num_hidden_layers = len(layers)
     for key, value in (config_overrides or {}).items():
@@ -134,8 +140,8 @@ def narrowed_config(teacher_config, layers: Sequence[int], config_overrides: dic
     if config.hidden_size != config.num_attention_heads * size:
         raise ValueError(
             f"The teacher's attention heads have {size} dimensions, and a narrowed student keeps whole heads: with "
-            f"`hidden_size: {config.hidden_size}` set `num_attention_heads: {config.hidden_size // size}` (or a "
-            f"`hidden_size` that is a multiple of {size})."
+            f"`hidden_size: {config.hidden_size}` set `num_attention_heads: {config.hidden_size // size}`, or with "
+            f"`num_attention_heads: {config.num_attention_heads}` set `hidden_size: {config.num_attention_heads * size}`."
         )
     return config
 
@@ -174,7 +180,7 @@ def layer_importance(model: nn.Module, batches: Iterable[dict]) -> dict[str, tor
     def per_head(values: torch.Tensor) -> torch.Tensor:
         return values.unflatten(-1, (-1, size)).norm(dim=-1)
 
-    handles = []
+    handles, seen = [], {"heads": [], "neurons": []}
     for name, module in model.named_modules():
         layer = _LAYER.match(name + ".")
         index = int(layer.group(2)) if layer else None
@@ -182,8 +188,18 @@ def layer_importance(model: nn.Module, batches: Iterable[dict]) -> dict[str, tor
             handles.append(module.register_forward_hook(add("channels", None, torch.abs)))
         elif index is not None and _HEADS_IN.search(name):
             handles.append(module.register_forward_pre_hook(add("heads", index, per_head)))
+            seen["heads"].append(index)
         elif index is not None and _NEURONS_IN.search(name):
             handles.append(module.register_forward_pre_hook(add("neurons", index, torch.abs)))
+            seen["neurons"].append(index)
+    if {len(set(layers)) for layers in seen.values()} != {config.num_hidden_layers}:
+        for handle in handles:
+            handle.remove()
+        raise ValueError(
+            f"Cannot find the attention heads and feed-forward neurons of every layer of {type(model).__name__}: "
+            "narrowing teacher layers knows BERT-like and ViT-like layouts. Keep the teacher's widths, or use "
+            "`model_init: config`."
+        )
     try:
         for batch in batches:
             mask["tokens"] = batch.get("attention_mask")

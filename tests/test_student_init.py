@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+import transformers
 from sklearn.decomposition import PCA
 
 from kd_hf import DistillationConfig
@@ -187,3 +188,28 @@ def test_distill_narrows_teacher_layers_to_the_recipes_width(tiny_text_project, 
     assert "narrowed to width 16, 1 heads, 32 neurons" in caplog.text
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
     assert (student.config.hidden_size, student.config.num_hidden_layers) == (16, 1)
+
+
+def _distilbert():
+    config = transformers.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=2)
+    return transformers.DistilBertForSequenceClassification(config)
+
+
+def _albert():  # its layers live under `albert_layer_groups.<i>.albert_layers.<j>`, shared across depth
+    config = transformers.AlbertConfig(
+        vocab_size=VOCAB, embedding_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64,
+    )  # fmt: skip
+    return transformers.AlbertForSequenceClassification(config)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (_distilbert, "DistilBertConfig has no intermediate_size"),
+        (_albert, "Cannot find the attention heads and feed-forward neurons of every layer of AlbertFor"),
+    ],
+)
+def test_a_layout_narrowing_does_not_know_is_refused(make, message):
+    with pytest.raises(ValueError, match=f"{message}.*model_init: config"):
+        narrow_teacher_layers(make().eval(), [0], {"hidden_size": 16, "num_attention_heads": 1}, _token_batches())
