@@ -124,6 +124,7 @@ VISION_LEVERS = {
 }
 # DistilBERT's initialisation: teacher layers 2 and 4, at the teacher's width (272k parameters, 2x fewer).
 TEACHER_LAYERS = ["--model_init", "teacher_layers", "--teacher_layers_stride", "2", "--model_config", "{}"]
+NARROW_VISION = '{"hidden_size": 96, "num_attention_heads": 3, "intermediate_size": 192}'
 VISION_VARIANTS = {
     **{name: fields for name, fields in VISION_LEVERS.items() if name != "ig_matching_light"},
     # The teacher's IG computed once: the same student as `ig_matching` (seed 42), at half the time per step.
@@ -134,6 +135,9 @@ VISION_VARIANTS = {
     "ig_matching_longer": [*IG_MATCHING_VISION, *cached_for(1200)],
     "ig_matching_long_w2": [*IG_MATCHING_VISION_W2, *cached_for(800)],
     "teacher_layers": TEACHER_LAYERS,
+    # The same teacher layers narrowed to the default student's width (3 heads of the teacher's 32, not 4 of 24): the
+    # default's 157k parameters, every weight a slice of the teacher's.
+    "teacher_narrowed": [*TEACHER_LAYERS, "--model_config", NARROW_VISION],
     "teacher_layers_ig_matching": [*TEACHER_LAYERS, *IG_MATCHING_VISION],
     **{f"w64_{name}": ["--model_config", W64, *fields] for name, fields in VISION_LEVERS.items()},
 }

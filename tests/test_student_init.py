@@ -188,6 +188,12 @@ def test_distill_narrows_teacher_layers_to_the_recipes_width(tiny_text_project, 
     assert "narrowed to width 16, 1 heads, 32 neurons" in caplog.text
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
     assert (student.config.hidden_size, student.config.num_hidden_layers) == (16, 1)
+    card = (tmp_path / "student" / "README.md").read_text()
+    narrowed = "hidden_size 16, num_attention_heads 1, intermediate_size 32"
+    assert (
+        f"| teacher layers copied | 1 |\n| teacher layers narrowed, by the teacher's activations, to | {narrowed} |"
+        in card
+    )
 
 
 def _distilbert():

@@ -12,6 +12,7 @@ from huggingface_hub import metadata_load
 
 from ..data.offline import hub_equivalent, offline_model_path
 from ..losses import LOSS_OPTIONS
+from ..student_init import NARROWED_WIDTHS
 
 
 # Recipe fields the card reports, with the words it uses for them: the objective, then each loss's own options as its
@@ -34,6 +35,7 @@ _RUN_FIELDS = {
     "peft_config": "trained through the adapter",
     "merge_adapter": "adapter merged into the weights",
     "teacher_layers": "teacher layers copied",
+    "narrowed_to": "teacher layers narrowed, by the teacher's activations, to",
     "learning_rate": "learning rate",
     "per_device_train_batch_size": "batch size per device",
     "gradient_accumulation_steps": "gradient accumulation steps",
@@ -204,7 +206,15 @@ def card_facts(
         shown |= {"peft_config", "merge_adapter"}
     if not args.is_image_task:
         shown.add("max_length")
-    recipe = {name: getattr(args, name) for name in fields if name in shown}
+    values = {name: getattr(args, name) for name in fields if name in shown}
+    if args.model_init == "teacher_layers":
+        # The layers a stride picked (`teacher_layer_indices`): k-1, 2k-1, ..., one per student layer.
+        stride, depth = args.teacher_layers_stride, student.config.num_hidden_layers
+        values["teacher_layers"] = args.teacher_layers or [stride * (i + 1) - 1 for i in range(depth)]
+        narrowed = [name for name in NARROWED_WIDTHS if name in (args.model_config or {})]
+        if narrowed:
+            values["narrowed_to"] = ", ".join(f"{name} {getattr(student.config, name)}" for name in narrowed)
+    recipe = {name: values[name] for name in fields if name in values}
     recipe["steps"] = steps
     explanations = (results or {}).get("explanations") or {}
     examples = []
