@@ -138,6 +138,14 @@ VISION_VARIANTS = {
     # The same teacher layers narrowed to the default student's width (3 heads of the teacher's 32, not 4 of 24): the
     # default's 157k parameters, every weight a slice of the teacher's.
     "teacher_narrowed": [*TEACHER_LAYERS, "--model_config", NARROW_VISION],
+    # ... and under the IG matching of `recipes/offline_vision_explain.yaml`.
+    "teacher_narrowed_explain": [
+        *TEACHER_LAYERS,
+        "--model_config",
+        NARROW_VISION,
+        *IG_MATCHING_VISION_W2,
+        *cached_for(800),
+    ],
     "teacher_layers_ig_matching": [*TEACHER_LAYERS, *IG_MATCHING_VISION],
     **{f"w64_{name}": ["--model_config", W64, *fields] for name, fields in VISION_LEVERS.items()},
 }
