@@ -4,7 +4,6 @@ A pair is usable when both models are classifiers over the same label set (the o
 logits are re-indexed into the student's order) and each model gets its own preprocessing of the same examples.
 """
 
-import copy
 import difflib
 import logging
 import re
@@ -28,13 +27,12 @@ from .models import (  # noqa: F401 (loading lived here: re-exported for existin
     load_processor,
     resolve_model_path,
 )
-from .student_init import NARROWED_WIDTHS, narrow_teacher_layers
+from .student_init import NARROWED_WIDTHS, narrow_teacher_layers, shallower_config, teacher_layer_weights
 
 
 logger = logging.getLogger(__name__)
 
 _GENERIC_LABEL = re.compile(r"^LABEL_\d+$")
-_LAYER_KEY = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
 
 
 def _reads(model: nn.Module) -> str:
@@ -161,20 +159,8 @@ def student_from_teacher_layers(
     the state dict so that it works for any encoder whose blocks live under `...layer.<i>.` (BERT, RoBERTa, ViT, DeiT,
     DistilBERT and most others).
     """
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(layers)
-    for key, value in (config_overrides or {}).items():
-        setattr(config, key, value)
-    student = type(teacher)(config)
-    new_index = {str(old): str(new) for new, old in enumerate(layers)}
-    state = {}
-    for key, tensor in teacher.state_dict().items():
-        match = _LAYER_KEY.match(key)
-        if match:
-            if match.group(2) not in new_index:
-                continue
-            key = f"{match.group(1)}{new_index[match.group(2)]}{match.group(3)}"
-        state[key] = tensor
+    student = type(teacher)(shallower_config(teacher.config, layers, config_overrides))
+    state = {key: tensor for key, _, tensor in teacher_layer_weights(teacher, layers)}
     missing, unexpected = student.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(

@@ -25,7 +25,7 @@ student = narrow_teacher_layers(teacher, [1, 5], {"hidden_size": 128, "num_atten
 import copy
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -108,8 +108,31 @@ _HEADS_OUT = re.compile(r"\.(query|key|value|q_proj|k_proj|v_proj)$")
 _HEADS_IN = re.compile(r"\.(attention\.output\.dense|o_proj)$")
 _NEURONS_OUT = re.compile(r"\.(intermediate\.dense|fc1)$")
 _NEURONS_IN = re.compile(r"\.(\d+\.output\.dense|fc2)$")
-_LAYER = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")
+_LAYER = re.compile(r"^(.*\.layers?\.)(\d+)(\..*)$")  # a block of an encoder: `...layer.<i>.` or `...layers.<i>.`
 NARROWED_WIDTHS = ("hidden_size", "num_attention_heads", "intermediate_size")
+
+
+def shallower_config(teacher_config, layers: Sequence[int], config_overrides: dict | None = None):
+    """A copy of the teacher's config with `len(layers)` layers and `config_overrides` set."""
+    config = copy.deepcopy(teacher_config)
+    config.num_hidden_layers = len(layers)
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
+    return config
+
+
+def teacher_layer_weights(teacher: nn.Module, layers: Sequence[int]) -> Iterator[tuple[str, str | None, torch.Tensor]]:
+    """The teacher's weights a student of its `layers` keeps, as `(student key, student layer or None, tensor)`:
+    the blocks under `...layer.<i>.` renumbered to the student's order, the other layers left out, every weight
+    outside the blocks (embeddings, head) as it is."""
+    new_index = {str(old): str(new) for new, old in enumerate(layers)}
+    for key, tensor in teacher.state_dict().items():
+        block = _LAYER.match(key)
+        if block is None:
+            yield key, None, tensor
+        elif block.group(2) in new_index:
+            layer = new_index[block.group(2)]
+            yield f"{block.group(1)}{layer}{block.group(3)}", layer, tensor
 
 
 def _head_size(config) -> int:
@@ -125,10 +148,7 @@ def narrowed_config(teacher_config, layers: Sequence[int], config_overrides: dic
             f"Narrowing teacher layers knows BERT-like and ViT-like configs; {type(teacher_config).__name__} has no "
             f"{', '.join(unknown)}. Keep the teacher's widths (`model_config` without them), or use `model_init: config`."
         )
-    config = copy.deepcopy(teacher_config)
-    config.num_hidden_layers = len(layers)
-    for key, value in (config_overrides or {}).items():
-        setattr(config, key, value)
+    config = shallower_config(teacher_config, layers, config_overrides)
     for name in NARROWED_WIDTHS:
         if getattr(config, name) > getattr(teacher_config, name):
             raise ValueError(
@@ -236,14 +256,8 @@ def narrow_teacher_layers(
 
     student = type(teacher)(config)
     target = student.state_dict()
-    new_index = {str(old): str(new) for new, old in enumerate(layers)}
     state = {}
-    for key, tensor in teacher.state_dict().items():
-        layer = _LAYER.match(key)
-        if layer:
-            if layer.group(2) not in new_index:
-                continue
-            layer, key = new_index[layer.group(2)], f"{layer.group(1)}{new_index[layer.group(2)]}{layer.group(3)}"
+    for key, layer, tensor in teacher_layer_weights(teacher, layers):
         module = key.rsplit(".", 1)[0]
         if layer is not None and _HEADS_OUT.search(module):
             kept = [heads[layer], channels]

@@ -12,6 +12,7 @@ from huggingface_hub import metadata_load
 
 from ..data.offline import hub_equivalent, offline_model_path
 from ..losses import LOSS_OPTIONS
+from ..pairing import teacher_layer_indices
 from ..student_init import NARROWED_WIDTHS
 
 
@@ -208,9 +209,9 @@ def card_facts(
         shown.add("max_length")
     values = {name: getattr(args, name) for name in fields if name in shown}
     if args.model_init == "teacher_layers":
-        # The layers a stride picked (`teacher_layer_indices`): k-1, 2k-1, ..., one per student layer.
+        # A stride picked one teacher layer per student layer: those of a teacher `stride * depth` deep.
         stride, depth = args.teacher_layers_stride, student.config.num_hidden_layers
-        values["teacher_layers"] = args.teacher_layers or [stride * (i + 1) - 1 for i in range(depth)]
+        values["teacher_layers"] = args.teacher_layers or teacher_layer_indices(stride * depth, stride)
         narrowed = [name for name in NARROWED_WIDTHS if name in (args.model_config or {})]
         if narrowed:
             values["narrowed_to"] = ", ".join(f"{name} {getattr(student.config, name)}" for name in narrowed)
