@@ -195,6 +195,23 @@ def _check_model_config(overrides: dict, config: PretrainedConfig, source: str) 
             )
 
 
+def _check_checkpoint_widths(overrides: dict, config: PretrainedConfig, name: str) -> None:
+    """A checkpoint's weights fit only its own widths: refuse `model_config` values that change them, before
+    transformers fails on every tensor (or, for `num_attention_heads`, quietly splits the same weights differently)."""
+    changed = {
+        key: (getattr(config, key), overrides[key])
+        for key in (*NARROWED_WIDTHS, "vocab_size")
+        if key in overrides and hasattr(config, key) and overrides[key] != getattr(config, key)
+    }
+    if changed:
+        listed = ", ".join(f"`{key}` {old} -> {new}" for key, (old, new) in changed.items())
+        raise ValueError(
+            f"`model_config` changes {listed} of the checkpoint {name!r}, whose weights have its widths. For a "
+            "smaller student, use `model_init: teacher_layers` (cut from the teacher's layers) or `model_init: "
+            "config` (random weights); with `model_init: checkpoint`, drop these keys."
+        )
+
+
 def build_student(
     args, teacher: PreTrainedModel | None, labels: list[str], calibration: Callable[[], Iterable[dict]] | None = None
 ) -> PreTrainedModel:
@@ -239,6 +256,7 @@ def build_student(
             trust_remote_code=args.trust_remote_code,
         )
         _check_model_config(overrides, config, f"the config of {args.model_name_or_path!r}")
+        _check_checkpoint_widths(overrides, config, args.model_name_or_path)
         # A checkpoint that already classifies keeps its own head; a bare encoder gets a new one for our labels.
         keep_head = has_named_labels(config) and config.num_labels == len(labels)
         return load_model(

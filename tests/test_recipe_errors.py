@@ -101,6 +101,34 @@ def test_unknown_model_config_keys_are_named_with_a_suggestion(tmp_path, make_be
         build_student(config, make_bert(layers=2, seed=1), ["negative", "positive"])
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"hidden_size": 16}, r"`hidden_size` 32 -> 16 of the checkpoint .*`model_init: teacher_layers`"),
+        ({"num_attention_heads": 4}, r"`num_attention_heads` 2 -> 4"),
+    ],
+)
+def test_a_checkpoint_resized_by_model_config_is_refused_with_the_inits_that_can(
+    tmp_path, make_bert, bert_folder, overrides, message
+):
+    config = DistillationConfig(
+        output_dir=str(tmp_path / "out"), report_to=[], teacher_model_name_or_path=bert_folder,
+        model_name_or_path=bert_folder, model_init="checkpoint", model_config=overrides,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        build_student(config, make_bert(layers=2, seed=1), ["negative", "positive"])
+
+
+def test_a_checkpoint_keeps_model_config_values_that_fit_its_weights(tmp_path, make_bert, bert_folder):
+    config = DistillationConfig(
+        output_dir=str(tmp_path / "out"), report_to=[], teacher_model_name_or_path=bert_folder,
+        model_name_or_path=bert_folder, model_init="checkpoint",
+        model_config={"hidden_size": 32, "num_hidden_layers": 1, "hidden_dropout_prob": 0.2},
+    )  # fmt: skip
+    student = build_student(config, make_bert(layers=2, seed=1), ["negative", "positive"])
+    assert (student.config.num_hidden_layers, student.config.hidden_dropout_prob) == (1, 0.2)
+
+
 def test_distill_with_a_mistyped_model_config_fails_before_training(tiny_text_project, tmp_path):
     recipe = tiny_text_project(model_init="config", model_config={"num_hidden_layers": 1, "hiden_size": 16})
     with pytest.raises(ValueError, match=r"`model_config`.*`hiden_size`.*did you mean `hidden_size`"):
