@@ -92,6 +92,11 @@ VARIANTS = {
         "teacher",
         *IG_MATCHING_LIGHT,
     ],  # fmt: skip
+    # A reference, not a candidate: a student as large as the teacher, from the same pretrained MiniLM, distilled with
+    # soft labels alone (400 steps at a fine-tuning learning rate). How close the data lets a student come.
+    "teacher_sized": ["--model_init", "checkpoint", "--model_name_or_path", "offline:all-MiniLM-L6-v2"]
+    + ["--model_config", "{}", "--learning_rate", "5e-5", "--alpha", "0.0", "--max_steps", "400"]
+    + ["--warmup_steps", "40", "--eval_steps", "200"],
 }
 # Images are cheap to attribute: the vision levers match every step at weight 1 (`recipes/offline_vision_attribution.yaml`
 # with input x gradient, and the same with integrated gradients, the method the reports judge by).
