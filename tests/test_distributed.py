@@ -128,6 +128,24 @@ def test_deepspeed_zero3_shards_the_teacher_on_cpu_and_a_student_learns_from_it(
 
 
 @pytest.mark.slow
+def test_fsdp2_shards_teacher_and_student_with_its_loss_parameters_on_cpu(tmp_path):
+    """`fully_shard` on 2 CPU processes (gloo): the teacher sharded for inference gives the unsharded teacher's
+    logits, and a narrower student sharded with the hidden-state projections trains them as one process does on the
+    same global batch."""
+    run_script(Path(__file__).parent / "scripts" / "fsdp_teacher.py", tmp_path, 2)
+
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"fsdp_rank{rank}.json").read_text())
+        assert report["world_size"] == 2
+        assert report["teacher_shard_fraction"] == pytest.approx(0.5, abs=0.05)
+        assert report["student_shard_fraction"] == pytest.approx(0.5, abs=0.05)
+        assert report["teacher_max_abs_logit_difference"] < 1e-5
+        assert report["losses"][-1] < report["losses"][0]
+        assert report["projection_change"] > 1e-3  # the loss's own parameters trained
+        assert report["max_abs_difference_from_one_process"] < 1e-5
+
+
+@pytest.mark.slow
 def test_accelerate_launch_runs_the_cli_module(tiny_text_project, tmp_path):
     recipe = tiny_text_project(max_steps=2, save_strategy="no")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1"]

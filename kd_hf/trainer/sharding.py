@@ -8,7 +8,9 @@ Evidence, on this project's pinned stack (the README's "Scaling out" has the com
   before the second; FSDP2's `fully_shard` crashed the process (SIGSEGV) in the second backward. DDP runs it, and
   equals one process on the same global batch (tests/test_distributed.py).
 - Losses with parameters (hidden-state projections) would need sharding and checkpointing of their own beside the
-  student's; DDP wraps them like the student.
+  student's; DDP wraps them like the student. FSDP2 trains them sharded with the student when both are one module
+  whose forward returns the loss (tests/scripts/fsdp_teacher.py, 2 CPU processes), but accelerate prepares the
+  student alone and runs FSDP only on GPUs, where this project cannot test it.
 """
 
 import logging
