@@ -9,6 +9,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from kd_hf.card import card_facts, is_hub_id, render_card
+from kd_hf.card.text import summary
 from kd_hf.cli import main
 
 
@@ -117,6 +118,31 @@ def test_card_without_evaluation_says_so_and_links_a_hub_teacher(distill_args, m
     assert 'from_pretrained("me/student")' in card.text
     assert "https://huggingface.co/spaces/me/student-demo" in card.text
     assert json.loads(json.dumps(facts)) == facts  # JSON-serialisable as it is
+
+
+@pytest.mark.parametrize("teacher_accuracy", [0.8, 0.0])
+def test_the_summary_gives_the_share_of_the_teachers_accuracy_only_when_it_has_one(teacher_accuracy):
+    """A tiny or untrained teacher can score 0 on a small evaluation set: the card still renders."""
+    student = {
+        "num_hidden_layers": 2,
+        "hidden_size": 16,
+        "parameters": 40_000,
+        "architecture": "BertForSequenceClassification",
+    }
+    results = {
+        "student": {"compression": 5.0, "speedup": {"batch_1": 3.0}, "accuracy": 0.6, "top1_agreement": 0.5},
+        "teacher": {"accuracy": teacher_accuracy},
+    }
+    facts = {"student": student, "task": "text-classification", "teacher": "tiny-teacher", "labels": ["a", "b"],
+             "dataset": {"name": "local.csv", "hub_id": None}, "results": results}  # fmt: skip
+
+    line = summary(facts)
+
+    if teacher_accuracy:
+        assert "keeps 75% of its accuracy (0.600 vs 0.800)" in line
+    else:
+        assert "scores an accuracy of 0.600 where it scores 0" in line
+    assert "predicts its class 50% of the time" in line
 
 
 @pytest.mark.parametrize(

@@ -36,10 +36,15 @@ def summary(facts: dict) -> str:
     results = facts.get("results") or {}
     if results.get("teacher"):
         s, t = results["student"], results["teacher"]
+        # A teacher that got nothing right (an untrained one, a tiny evaluation set) has no accuracy to keep a share of.
+        if t["accuracy"]:
+            accuracy = f"keeps {s['accuracy'] / t['accuracy']:.0%} of its accuracy "
+            accuracy += f"({s['accuracy']:.3f} vs {t['accuracy']:.3f})"
+        else:
+            accuracy = f"scores an accuracy of {s['accuracy']:.3f} where it scores 0"
         line += (
             f" It is {s['compression']:.1f}× smaller and {s['speedup']['batch_1']:.1f}× faster on CPU (batch 1) "
-            f"than its teacher, keeps {s['accuracy'] / t['accuracy']:.0%} of its accuracy "
-            f"({s['accuracy']:.3f} vs {t['accuracy']:.3f}) and predicts its class {s['top1_agreement']:.0%} of the time."
+            f"than its teacher, {accuracy} and predicts its class {s['top1_agreement']:.0%} of the time."
         )
         explanations = results.get("explanations")
         rho = explanations and explanations["agreement"]["spearman"]
