@@ -49,6 +49,8 @@ INTERMEDIATE += ["--layer_map", "uniform", "--attention_loss", "kl", "--attentio
 INTERMEDIATE += ["--hidden_state_loss", "mse"]
 DEEP = '{"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 2, "intermediate_size": 512}'
 NARROW = '{"hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512}'
+TEACHER_NARROWED = ["--model_init", "teacher_layers", "--teacher_layers", "1", "5", "--model_config", NARROW,
+                    "--learning_rate", "3e-4"]  # fmt: skip
 VARIANTS = {
     "plain": [],
     "soft_label": [],
@@ -64,20 +66,8 @@ VARIANTS = {
     "intermediate": INTERMEDIATE,
     # Minitron's initialisation: teacher layers 1 and 5 (of 0-5), narrowed to the student's width by the teacher's
     # activations (`model_init: teacher_layers` with a narrower `model_config`), at a fine-tuning learning rate.
-    "teacher_narrowed": ["--model_init", "teacher_layers", "--teacher_layers", "1", "5", "--model_config", NARROW]
-    + ["--learning_rate", "3e-4"],
-    "teacher_narrowed_final": [
-        "--model_init",
-        "teacher_layers",
-        "--teacher_layers",
-        "1",
-        "5",
-        "--model_config",
-        NARROW,
-        "--learning_rate",
-        "3e-4",
-        *IG_MATCHING_LIGHT,
-    ],  # fmt: skip
+    "teacher_narrowed": TEACHER_NARROWED,
+    "teacher_narrowed_final": [*TEACHER_NARROWED, *IG_MATCHING_LIGHT],
     # Augmentation given the steps to use its 51k texts (4 epochs instead of 1), on teacher-initialised embeddings.
     "augment_long": ["--embedding_init", "teacher", "--augment_copies", "4", "--max_steps", "6000"],
     # The budget the pruned vocabulary frees (most of a 4.4M student is its 30k-token embedding table) spent on depth:
@@ -130,6 +120,7 @@ VISION_LEVERS = {
 # DistilBERT's initialisation: teacher layers 2 and 4, at the teacher's width (272k parameters, 2x fewer).
 TEACHER_LAYERS = ["--model_init", "teacher_layers", "--teacher_layers_stride", "2", "--model_config", "{}"]
 NARROW_VISION = '{"hidden_size": 96, "num_attention_heads": 3, "intermediate_size": 192}'
+TEACHER_NARROWED_VISION = [*TEACHER_LAYERS, "--model_config", NARROW_VISION]
 VISION_VARIANTS = {
     **{name: fields for name, fields in VISION_LEVERS.items() if name != "ig_matching_light"},
     # The teacher's IG computed once: the same student as `ig_matching` (seed 42), at half the time per step.
@@ -142,15 +133,9 @@ VISION_VARIANTS = {
     "teacher_layers": TEACHER_LAYERS,
     # The same teacher layers narrowed to the default student's width (3 heads of the teacher's 32, not 4 of 24): the
     # default's 157k parameters, every weight a slice of the teacher's.
-    "teacher_narrowed": [*TEACHER_LAYERS, "--model_config", NARROW_VISION],
+    "teacher_narrowed": TEACHER_NARROWED_VISION,
     # ... and under the IG matching of `recipes/offline_vision_explain.yaml`.
-    "teacher_narrowed_explain": [
-        *TEACHER_LAYERS,
-        "--model_config",
-        NARROW_VISION,
-        *IG_MATCHING_VISION_W2,
-        *cached_for(800),
-    ],
+    "teacher_narrowed_explain": [*TEACHER_NARROWED_VISION, *IG_MATCHING_VISION_W2, *cached_for(800)],
     "teacher_layers_ig_matching": [*TEACHER_LAYERS, *IG_MATCHING_VISION],
     **{f"w64_{name}": ["--model_config", W64, *fields] for name, fields in VISION_LEVERS.items()},
 }

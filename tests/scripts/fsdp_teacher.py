@@ -98,7 +98,7 @@ shard(teacher, teacher.bert.encoder.layer, mesh)
 shard(model, model.student.bert.encoder.layer, mesh)
 teacher_logits = teacher_forward(teacher, inputs).logits
 sharded_losses = train(model, teacher, inputs)
-one_process_losses = train(one_process_model, one_process_teacher, everything)
+train(one_process_model, one_process_teacher, everything)
 
 full = {name: parameter.full_tensor() for name, parameter in model.named_parameters()}
 reference = dict(one_process_model.named_parameters())
