@@ -71,7 +71,7 @@ class ResumableTrainer(Trainer):
         try:
             if self.args.should_save:
                 os.makedirs(folder, exist_ok=True)
-                self._save_extra_state(folder)
+            self._save_extra_state(folder)
             super()._save_checkpoint(model, trial)
         except Exception as error:
             if not _no_space_left(error, folder):
@@ -85,7 +85,8 @@ class ResumableTrainer(Trainer):
             ) from error
 
     def _save_extra_state(self, folder: str) -> None:
-        """What else a resume needs, written before Trainer's `trainer_state.json` marks the checkpoint complete."""
+        """What else a resume needs, written before Trainer's `trainer_state.json` marks the checkpoint complete.
+        Called on every process (gathering sharded state is collective); only `args.should_save` ones write."""
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if not self._load_weights_strictly(resume_from_checkpoint, model):

@@ -279,8 +279,12 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         logger.info("The eval split has no labels: no accuracy report; the log holds the agreement with the teacher.")
     elif eval_dataset is not None and args.should_save:
         distilled = time.perf_counter()
+        if trainer.is_fsdp_enabled:  # each process holds a shard: the report reads the whole student `_fit` saved
+            student = args.output_dir
+        else:
+            student = trainer.accelerator.unwrap_model(trainer.model).eval()
         results = evaluate_student(
-            trainer.accelerator.unwrap_model(trainer.model).eval(),
+            student,
             trainer.accelerator.unwrap_model(trainer.teacher),
             output_dir=args.output_dir,
             config=_report_config(args),

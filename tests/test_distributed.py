@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,11 +34,13 @@ def run_script(script: Path, argument: Path, processes: int, **env) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def torchrun(recipe: Path, output: Path, processes: int = 2) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
-    """Distil `recipe` on `processes` CPU processes (gloo) with tests/scripts/ddp_distill.py; each rank's report and
-    weights, read from `output`."""
+def torchrun(
+    recipe: Path, output: Path, processes: int = 2, **env
+) -> tuple[list[dict], list[dict[str, torch.Tensor]]]:
+    """Distil `recipe` on `processes` CPU processes (gloo) with tests/scripts/ddp_distill.py (`env` added); each
+    rank's report and weights, read from `output`."""
     # A datasets cache of this run's own, so that a teacher cache is computed here rather than read from another run.
-    run_script(SCRIPT, recipe, processes, HF_DATASETS_CACHE=str(output.parent / f"{output.name}-datasets"))
+    run_script(SCRIPT, recipe, processes, HF_DATASETS_CACHE=str(output.parent / f"{output.name}-datasets"), **env)
     reports = [json.loads((output / f"rank{rank}.json").read_text()) for rank in range(processes)]
     return reports, [load_file(output / f"rank{rank}.safetensors") for rank in range(processes)]
 
@@ -143,6 +146,45 @@ def test_fsdp2_shards_teacher_and_student_with_its_loss_parameters_on_cpu(tmp_pa
         assert report["losses"][-1] < report["losses"][0]
         assert report["projection_change"] > 1e-3  # the loss's own parameters trained
         assert report["max_abs_difference_from_one_process"] < 1e-5
+
+
+@pytest.mark.slow
+def test_trainer_fsdp2_trains_a_loss_with_parameters_as_one_process_and_resumes(tiny_text_project, tmp_path):
+    """accelerate's FSDP2 path of the Trainer on 2 CPU processes (its GPU-only gate lifted by the script): a narrower
+    student and the hidden-state projections, sharded together, train as 1 process on the same global batch; the
+    saved student holds no loss weights and is what the report reads; a run resumed from its first checkpoint ends
+    with the same weights."""
+    # SGD with momentum: linear in the gradients, and a state for the resumed run to restore. No clipping: under FSDP2
+    # the projections' gradients count in the student's norm, beside it they do not.
+    common = dict(max_steps=4, save_steps=2, optim="sgd", optim_args="momentum=0.9", learning_rate=0.5)
+    common |= {"max_grad_norm": 0.0}
+    common |= NARROW | {"loss_type": ["soft_label", "hidden_state"], "loss_weights": [1.0, 1.0]}
+    # As recipes/accelerate/fsdp.yaml: sharded checkpoints, the weights loaded by the main process alone.
+    fsdp_config = {"fsdp_version": 2, "state_dict_type": "SHARDED_STATE_DICT", "cpu_ram_efficient_loading": True}
+    fsdp = {"fsdp": "full_shard", "fsdp_config": fsdp_config}
+    two = tiny_text_project("two.yaml", output_dir=str(tmp_path / "two"), per_device_train_batch_size=4, **common,
+                            **fsdp)  # fmt: skip
+    one = tiny_text_project("one.yaml", output_dir=str(tmp_path / "one"), per_device_train_batch_size=8, **common)
+
+    reports, (rank0, rank1) = torchrun(two, tmp_path / "two", KD_HF_FSDP_ON_CPU="1")
+    _, (single,) = torchrun(one, tmp_path / "one", processes=1)
+
+    for report in reports:
+        assert report["distributed_type"] == "FSDP" and report["student_parameter_class"] == "DTensor"
+    assert_identical(rank0, rank1)
+    assert single.keys() == rank0.keys() and any(key.startswith("loss_modules.hidden_state.") for key in single)
+    for key in single:
+        torch.testing.assert_close(rank0[key], single[key], atol=1e-5, rtol=1e-4)
+    losses = [entry["hidden_state_loss"] for entry in reports[0]["log_history"] if "hidden_state_loss" in entry]
+    assert losses[-1] < losses[0]
+    saved = load_file(tmp_path / "two" / "model.safetensors")
+    assert saved.keys() == {key for key in single if not key.startswith("loss_modules.")}
+    assert json.loads((tmp_path / "two" / "eval_results.json").read_text())["student"]["accuracy"] is not None
+
+    assert (tmp_path / "two" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir()  # a sharded checkpoint
+    shutil.rmtree(tmp_path / "two" / "checkpoint-4")  # interrupted after its first checkpoint
+    _, (resumed, _) = torchrun(two, tmp_path / "two", KD_HF_FSDP_ON_CPU="1")
+    assert_identical(resumed, rank0)
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 import pytest
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-from kd_hf.trainer.sharding import check_sharding, warn_if_fsdp_fell_back
+from kd_hf.trainer.sharding import check_sharding, warn_if_fsdp_fell_back, wrap_layers_only
 
 
 NEEDS = {"soft_label": frozenset(), "attribution": frozenset({"attributions"})}
@@ -13,10 +13,35 @@ def test_attribution_loss_is_refused_under_zero_and_fsdp_with_ddp_named(distribu
         check_sharding(distributed, NEEDS, trainable_losses=[])
 
 
-@pytest.mark.parametrize("distributed", [DistributedType.DEEPSPEED, DistributedType.FSDP])
-def test_trainable_losses_are_refused_under_zero_and_fsdp(distributed):
-    with pytest.raises(NotImplementedError, match=r"\['hidden_state'\].*DDP"):
-        check_sharding(distributed, {"hidden_state": frozenset({"hidden_states"})}, trainable_losses=["hidden_state"])
+@pytest.mark.parametrize(("distributed", "fsdp_version"), [(DistributedType.DEEPSPEED, 2), (DistributedType.FSDP, 1)])
+def test_trainable_losses_are_refused_under_zero_and_fsdp1_with_fsdp2_and_ddp_named(distributed, fsdp_version):
+    with pytest.raises(NotImplementedError, match=r"\['hidden_state'\].*FSDP2.*fsdp.yaml.*DDP"):
+        check_sharding(distributed, {"hidden_state": frozenset({"hidden_states"})}, ["hidden_state"], fsdp_version)
+
+
+def test_trainable_losses_run_under_fsdp2():
+    check_sharding(DistributedType.FSDP, {"hidden_state": frozenset({"hidden_states"})}, ["hidden_state"], 2)
+
+
+@pytest.mark.parametrize("image", [False, True])
+def test_fsdp2_wraps_the_layers_on_their_own_and_leaves_the_embeddings_to_the_root(image, make_bert, make_vit):
+    """accelerate's default (`_no_split_modules`) would shard `BertEmbeddings` / `ViTEmbeddings`, then the input
+    embeddings inside them a second time, which `fully_shard` refuses."""
+    model = make_vit() if image else make_bert(layers=2)
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
+
+    wrap_layers_only(plugin, model)
+
+    assert plugin.transformer_cls_names_to_wrap == ["ViTLayer" if image else "BertLayer"]
+    plugin.set_auto_wrap_policy(model)  # what accelerate does next, with the names set
+    wrapped = {type(module).__name__ for module in model.modules() if plugin.auto_wrap_policy(module, False, 0)}
+    assert wrapped == {"ViTLayer" if image else "BertLayer"}
+
+
+def test_a_recipes_own_layer_classes_are_kept(make_bert):
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, transformer_cls_names_to_wrap=["BertEncoder"])
+    wrap_layers_only(plugin, make_bert(layers=2))
+    assert plugin.transformer_cls_names_to_wrap == ["BertEncoder"]
 
 
 @pytest.mark.parametrize("distributed", [DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU])

@@ -31,7 +31,7 @@ from ..metrics import classification_metrics, top1_agreement
 from ..pairing import align_labels, check_modalities, use_eager_attention
 from .loss_logging import LossLoggingTrainer
 from .saving import CardWritingTrainer
-from .sharding import check_sharding, warn_if_fsdp_fell_back
+from .sharding import check_sharding, warn_if_fsdp_fell_back, wrap_layers_only
 from .teacher import FrozenTeacherTrainer, prepare_deepspeed
 from .trainable_losses import LOSS_STATE_NAME, TrainableLossesTrainer
 
@@ -144,7 +144,11 @@ class DistillationTrainer(
         super().__init__(model=model, args=args, compute_metrics=compute_metrics or classification_metrics, **kwargs)
         modules = {name: loss for name, loss in self.losses.items() if isinstance(loss, torch.nn.Module)}
         trainable = [name for name, loss in modules.items() if any(True for _ in loss.parameters())]
-        check_sharding(self.accelerator.distributed_type, self.loss_needs, trainable)
+        fsdp_plugin = self.accelerator.state.fsdp_plugin if self.is_fsdp_enabled else None
+        check_sharding(self.accelerator.distributed_type, self.loss_needs, trainable,
+                       fsdp_version=fsdp_plugin.fsdp_version if fsdp_plugin else 2)  # fmt: skip
+        if fsdp_plugin is not None:
+            wrap_layers_only(fsdp_plugin, model)
         warn_if_fsdp_fell_back(bool(args.fsdp), self.accelerator.distributed_type)
 
         # Our losses are sums over examples divided by the number of labelled examples in the accumulated batch, so

@@ -1,4 +1,5 @@
-"""What the losses cannot do under DeepSpeed ZeRO and FSDP, refused before training with the way out (DDP).
+"""What the losses can and cannot do under DeepSpeed ZeRO and FSDP: refused before training with the way out (DDP), or
+sharded like the student.
 
 Evidence, on this project's pinned stack (the README's "Scaling out" has the commands):
 
@@ -7,27 +8,35 @@ Evidence, on this project's pinned stack (the README's "Scaling out" has the com
   `reduce_ipg_grads`) or frees the gathered parameters (ZeRO-3: `shape '[1, 32]' is invalid for input of size 0`)
   before the second; FSDP2's `fully_shard` crashed the process (SIGSEGV) in the second backward. DDP runs it, and
   equals one process on the same global batch (tests/test_distributed.py).
-- Losses with parameters (hidden-state projections) would need sharding and checkpointing of their own beside the
-  student's; DDP wraps them like the student. FSDP2 trains them sharded with the student when both are one module
-  whose forward returns the loss (tests/scripts/fsdp_teacher.py, 2 CPU processes), but accelerate prepares the
-  student alone and runs FSDP only on GPUs, where this project cannot test it.
+- Losses with parameters (hidden-state projections) are sharded under FSDP2 as part of the student
+  (`shard_with_student`), and train with it: 2 CPU processes, the Trainer's FSDP2 path, equal one process on the same global batch
+  (tests/test_distributed.py). DeepSpeed engines hold one model each, and FSDP1 is not tested: both refuse them.
+- accelerate's default FSDP2 wrapping (`_no_split_modules`) shards BERT's and ViT's embeddings module, then the
+  input embeddings inside it a second time, which fails (`TypeError: Invariant encountered` in `fully_shard`):
+  `wrap_layers_only` leaves the embeddings to the root.
 """
 
 import logging
 import os
 
 from accelerate.utils import DistributedType
+from torch import nn
+from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
 
 
 logger = logging.getLogger(__name__)
 
 SHARDED = (DistributedType.DEEPSPEED, DistributedType.FSDP)
+# The student's submodule that holds the losses with parameters under FSDP2 (`shard_with_student`).
+LOSSES_KEY = "kd_hf_losses"
 
 
-def check_sharding(distributed_type: DistributedType, loss_needs: dict, trainable_losses: list[str]) -> None:
+def check_sharding(
+    distributed_type: DistributedType, loss_needs: dict, trainable_losses: list[str], fsdp_version: int = 2
+) -> None:
     """Raise `NotImplementedError` when `distributed_type` shards the student and a loss cannot run that way:
     `loss_needs` maps each loss to the outputs it needs (`attributions`: a double backward), `trainable_losses` names
-    the losses with parameters."""
+    the losses with parameters, which FSDP2 (`fsdp_version`) shards with the student."""
     if distributed_type not in SHARDED:
         return
     attributing = [name for name, needs in loss_needs.items() if "attributions" in needs]
@@ -38,11 +47,37 @@ def check_sharding(distributed_type: DistributedType, loss_needs: dict, trainabl
             "first backward pass. Use DDP (`recipes/accelerate/multi_gpu.yaml`), and `attribution_batch_size` to bound "
             "the memory of the double backward."
         )
-    if trainable_losses:
+    if trainable_losses and (distributed_type is DistributedType.DEEPSPEED or fsdp_version != 2):
+        where = distributed_type.value if distributed_type is DistributedType.DEEPSPEED else "FSDP1"
         raise NotImplementedError(
-            f"Losses with trainable parameters ({trainable_losses}) are not supported under {distributed_type.value}; "
-            "use DDP (`recipes/accelerate/multi_gpu.yaml`), or `hidden_state` with equal hidden sizes."
+            f"Losses with trainable parameters ({trainable_losses}) are not supported under {where}; use FSDP2 "
+            "(`fsdp_version: 2`, `recipes/accelerate/fsdp.yaml`), DDP (`recipes/accelerate/multi_gpu.yaml`), or "
+            "`hidden_state` with equal hidden sizes."
         )
+
+
+def wrap_layers_only(fsdp_plugin, model: nn.Module) -> None:
+    """Under accelerate's default transformer-based wrapping (`model._no_split_modules`), name the classes to shard
+    on their own: those of `_no_split_modules` that do not hold the input embeddings (`BertLayer`, not
+    `BertEmbeddings`), which accelerate shards separately. A recipe's own `transformer_layer_cls_to_wrap` is kept."""
+    if fsdp_plugin.auto_wrap_policy is not transformer_auto_wrap_policy or fsdp_plugin.transformer_cls_names_to_wrap:
+        return
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    holding = {type(module).__name__ for module in model.modules() if embeddings is not None
+               and any(child is embeddings for child in module.modules())}  # fmt: skip
+    present = {type(module).__name__ for module in model.modules()}
+    layers = [name for name in getattr(model, "_no_split_modules", None) or [] if name in present - holding]
+    if layers:
+        fsdp_plugin.transformer_cls_names_to_wrap = layers
+
+
+def shard_with_student(student: nn.Module, losses: nn.ModuleDict) -> None:
+    """Under FSDP2, make `losses` (those with parameters) a submodule of the student, `LOSSES_KEY`, before accelerate
+    shards it: their parameters are then sharded, gathered, reduced, optimized and checkpointed with the student's.
+    They are not part of the saved student (`_keys_to_ignore_on_save`), which loads in plain transformers."""
+    student.add_module(LOSSES_KEY, losses)
+    ignored = set(getattr(student, "_keys_to_ignore_on_save", None) or ())
+    student._keys_to_ignore_on_save = ignored | {f"{LOSSES_KEY}.{key}" for key in losses.state_dict()}
 
 
 def warn_if_fsdp_fell_back(fsdp_requested: bool, distributed_type: DistributedType) -> None:

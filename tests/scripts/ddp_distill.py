@@ -1,18 +1,46 @@
 """Run by `torchrun --nproc_per_node 2` in tests/test_distributed.py: distil from a recipe, then save what each rank
-ended with, so that the test can check that DDP kept the replicas identical, left the teacher unwrapped and gave
-every rank the same teacher cache."""
+ended with (whole tensors, gathered from shards under FSDP), so that the test can check that DDP or FSDP kept the
+replicas identical, left the teacher unwrapped and gave every rank the same teacher cache.
+
+With `KD_HF_FSDP_ON_CPU=1`, the recipe's FSDP runs on these CPU processes. accelerate selects FSDP only for GPU-like
+distributed types (`AcceleratorState.__init__`), so the gloo processes are presented to it as `MULTI_GPU` before it
+chooses; the rest of its FSDP2 path (`fully_shard`, the optimizer's switch to the shards, sharded checkpoints) then
+runs as it does on GPUs.
+"""
 
 import hashlib
 import json
+import os
 import sys
 
+import accelerate.state
 import numpy as np
+from accelerate.utils import DistributedType
 from safetensors.torch import save_file
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel
 
 from kd_hf import run
 from kd_hf.cli import parse_recipe
 from kd_hf.data import TEACHER_CACHE_COLUMNS
+from kd_hf.trainer.sharding import LOSSES_KEY
+
+
+def lift_accelerates_gpu_gate_on_fsdp() -> None:
+    choose = accelerate.state.AcceleratorState.__init__
+
+    def init(self, *args, **kwargs):
+        shared = accelerate.state.PartialState(cpu=True)._shared_state
+        if shared["distributed_type"] == DistributedType.MULTI_CPU:
+            shared["distributed_type"] = DistributedType.MULTI_GPU
+        choose(self, *args, **kwargs)
+
+    accelerate.state.AcceleratorState.__init__ = init
+
+
+def whole(state: dict) -> dict:
+    """Every process calls this: gathering a sharded tensor is collective."""
+    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).contiguous() for k, v in state.items()}
 
 
 def cache_digest(dataset) -> str | None:
@@ -27,11 +55,14 @@ def cache_digest(dataset) -> str | None:
     return digest.hexdigest()
 
 
+if os.environ.get("KD_HF_FSDP_ON_CPU") == "1":
+    lift_accelerates_gpu_gate_on_fsdp()
 config = parse_recipe(sys.argv[1:])
 trainer = run.distill(config)
 rank = trainer.args.process_index
-state = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
-state |= {f"loss_modules.{k}": v.contiguous() for k, v in trainer.loss_modules.state_dict().items()}
+# Under FSDP2 the losses' parameters are part of the student (`LOSSES_KEY`): keep them once, as `loss_modules.*`.
+state = {k: v for k, v in whole(trainer.model.state_dict()).items() if not k.startswith(f"{LOSSES_KEY}.")}
+state |= {f"loss_modules.{k}": v for k, v in whole(trainer.loss_modules.state_dict()).items()}
 save_file(state, f"{config.output_dir}/rank{rank}.safetensors")
 report = {
     "world_size": trainer.args.world_size,
