@@ -5,6 +5,7 @@ import logging
 import time
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedModel, Trainer, default_data_collator, set_seed
 
 from .checkpoints import (
@@ -283,9 +284,14 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
             student = args.output_dir
         else:
             student = trainer.accelerator.unwrap_model(trainer.model).eval()
+        # A sharded teacher (`shard_teacher`) runs only with every process: the report, on the main one, loads it whole.
+        if isinstance(trainer.teacher, FSDPModule):
+            report_teacher = load_teacher(args)
+        else:
+            report_teacher = trainer.accelerator.unwrap_model(trainer.teacher)
         results = evaluate_student(
             student,
-            trainer.accelerator.unwrap_model(trainer.teacher),
+            report_teacher,
             output_dir=args.output_dir,
             config=_report_config(args),
             explanation_examples=args.explanation_examples,
@@ -301,7 +307,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
         trainer.write_card(results=results, compute=compute)
         logger.info("Wrote the evaluation report and the explanation card to %s", args.output_dir)
         if args.export_onnx:
-            _export(args, trainer.accelerator.unwrap_model(trainer.teacher), teacher_processor)
+            _export(args, report_teacher, teacher_processor)
     if args.push_to_hub:
         trainer.push_to_hub()
     return trainer

@@ -149,11 +149,13 @@ def test_fsdp2_shards_teacher_and_student_with_its_loss_parameters_on_cpu(tmp_pa
 
 
 @pytest.mark.slow
-def test_trainer_fsdp2_trains_a_loss_with_parameters_as_one_process_and_resumes(tiny_text_project, tmp_path):
+def test_trainer_fsdp2_shards_teacher_student_and_loss_parameters_as_one_process_and_resumes(
+    tiny_text_project, tmp_path
+):
     """accelerate's FSDP2 path of the Trainer on 2 CPU processes (its GPU-only gate lifted by the script): a narrower
-    student and the hidden-state projections, sharded together, train as 1 process on the same global batch; the
-    saved student holds no loss weights and is what the report reads; a run resumed from its first checkpoint ends
-    with the same weights."""
+    student and the hidden-state projections, sharded together, learning from a teacher sharded for inference
+    (`shard_teacher`), train as 1 process on the same global batch with a whole teacher; the saved student holds no
+    loss weights and is what the report reads; a run resumed from its first checkpoint ends with the same weights."""
     # SGD with momentum: linear in the gradients, and a state for the resumed run to restore. No clipping: under FSDP2
     # the projections' gradients count in the student's norm, beside it they do not.
     common = dict(max_steps=4, save_steps=2, optim="sgd", optim_args="momentum=0.9", learning_rate=0.5)
@@ -163,14 +165,15 @@ def test_trainer_fsdp2_trains_a_loss_with_parameters_as_one_process_and_resumes(
     fsdp_config = {"fsdp_version": 2, "state_dict_type": "SHARDED_STATE_DICT", "cpu_ram_efficient_loading": True}
     fsdp = {"fsdp": "full_shard", "fsdp_config": fsdp_config}
     two = tiny_text_project("two.yaml", output_dir=str(tmp_path / "two"), per_device_train_batch_size=4, **common,
-                            **fsdp)  # fmt: skip
+                            **fsdp, shard_teacher=True)  # fmt: skip
     one = tiny_text_project("one.yaml", output_dir=str(tmp_path / "one"), per_device_train_batch_size=8, **common)
 
     reports, (rank0, rank1) = torchrun(two, tmp_path / "two", KD_HF_FSDP_ON_CPU="1")
     _, (single,) = torchrun(one, tmp_path / "one", processes=1)
 
     for report in reports:
-        assert report["distributed_type"] == "FSDP" and report["student_parameter_class"] == "DTensor"
+        assert report["distributed_type"] == "FSDP"
+        assert report["student_parameter_class"] == report["teacher_parameter_class"] == "DTensor"
     assert_identical(rank0, rank1)
     assert single.keys() == rank0.keys() and any(key.startswith("loss_modules.hidden_state.") for key in single)
     for key in single:

@@ -1,6 +1,8 @@
 import pytest
+import torch
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
+from kd_hf import DistillationTrainer
 from kd_hf.trainer.sharding import check_sharding, warn_if_fsdp_fell_back, wrap_layers_only
 
 
@@ -68,3 +70,19 @@ def test_fsdp_that_runs_or_was_never_asked_for_is_not_warned_about(monkeypatch, 
         warn_if_fsdp_fell_back(True, DistributedType.FSDP)
         warn_if_fsdp_fell_back(False, DistributedType.MULTI_CPU)
     assert not caplog.text
+
+
+def test_a_sharded_teacher_with_the_teacher_cache_is_refused_naming_both(make_bert, distill_args):
+    args = distill_args(shard_teacher=True, teacher_cache=True)
+    with pytest.raises(ValueError, match=r"`shard_teacher` cannot run with `teacher_cache`.*Leave out"):
+        DistillationTrainer(model=make_bert(seed=2), teacher_model=make_bert(seed=1), args=args)
+
+
+def test_shard_teacher_outside_fsdp2_keeps_the_whole_teacher_and_says_so(make_bert, distill_args, caplog):
+    teacher = make_bert(seed=1)
+    with caplog.at_level("WARNING", logger="kd_hf.trainer"):
+        trainer = DistillationTrainer(
+            model=make_bert(seed=2), teacher_model=teacher, args=distill_args(shard_teacher=True)
+        )
+    assert "shards the teacher under FSDP2 only; this run is NO" in caplog.text
+    assert trainer.teacher is teacher and all(type(p) is torch.nn.Parameter for p in teacher.parameters())

@@ -52,6 +52,15 @@ class TeacherOptions(RecipeOptions):
         },
     )
 
+    shard_teacher: bool = field(
+        default=False,
+        metadata={
+            "help": "Under FSDP2, shard the teacher over the processes for inference as the student is, each holding "
+            "a part, gathered layer by layer in each forward pass: for a teacher too large to copy on every GPU "
+            "(DeepSpeed ZeRO-3 shards it by itself). Not with `teacher_cache`, which runs it on the main process alone.",
+        },
+    )
+
     MAPPINGS = ("teacher_model_init_kwargs",)
 
     def validate(self) -> None:

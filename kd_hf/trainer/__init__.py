@@ -31,7 +31,7 @@ from ..metrics import classification_metrics, top1_agreement
 from ..pairing import align_labels, check_modalities, use_eager_attention
 from .loss_logging import LossLoggingTrainer
 from .saving import CardWritingTrainer
-from .sharding import check_sharding, warn_if_fsdp_fell_back, wrap_layers_only
+from .sharding import check_sharding, shard_for_inference, warn_if_fsdp_fell_back, wrap_layers_only
 from .teacher import FrozenTeacherTrainer, prepare_deepspeed
 from .trainable_losses import LOSS_STATE_NAME, TrainableLossesTrainer
 
@@ -163,12 +163,31 @@ class DistillationTrainer(
             teacher_model.to(getattr(torch, args.teacher_dtype))
         if self.is_deepspeed_enabled:
             self.teacher = prepare_deepspeed(teacher_model, self.accelerator)
+        elif args.shard_teacher and self._can_shard_teacher(teacher_model):
+            self.teacher = shard_for_inference(teacher_model, self.accelerator)
         else:
             self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
         self._metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         self._prepare_trainable_losses()
         if args.teacher_cache:
             self._cache_teacher_outputs()
+
+    def _can_shard_teacher(self, teacher_model) -> bool:
+        """`shard_teacher` runs under FSDP2, on one teacher, without the teacher cache; elsewhere it is refused, or
+        (FSDP asked for on CPU, which runs as DDP) each process keeps the whole teacher, with a warning."""
+        if isinstance(teacher_model, EnsembleTeacher) or self.args.teacher_cache:
+            reason = "several teachers" if isinstance(teacher_model, EnsembleTeacher) else "`teacher_cache`"
+            raise ValueError(
+                f"`shard_teacher` cannot run with {reason}: the teacher cache runs one teacher on the main process "
+                "alone, and ensembles are not sharded. Leave out `shard_teacher`, or that."
+            )
+        if self.is_fsdp_enabled and self.accelerator.state.fsdp_plugin.fsdp_version == 2:
+            return True
+        logger.warning(
+            "`shard_teacher` shards the teacher under FSDP2 only; this run is %s: each process holds the whole teacher.",
+            self.accelerator.distributed_type.value,
+        )
+        return False
 
     def _check_tokenizations(self, dataset) -> None:
         """Token-by-token losses need one tokenization; attributions across two are compared word by word."""

@@ -14,6 +14,8 @@ Evidence, on this project's pinned stack (the README's "Scaling out" has the com
 - accelerate's default FSDP2 wrapping (`_no_split_modules`) shards BERT's and ViT's embeddings module, then the
   input embeddings inside it a second time, which fails (`TypeError: Invariant encountered` in `fully_shard`):
   `wrap_layers_only` leaves the embeddings to the root.
+- A frozen teacher shards for inference (`shard_for_inference`, `shard_teacher: true`): 2 CPU processes, its logits
+  and the student it teaches as without sharding (tests/test_distributed.py).
 """
 
 import logging
@@ -56,19 +58,42 @@ def check_sharding(
         )
 
 
-def wrap_layers_only(fsdp_plugin, model: nn.Module) -> None:
-    """Under accelerate's default transformer-based wrapping (`model._no_split_modules`), name the classes to shard
-    on their own: those of `_no_split_modules` that do not hold the input embeddings (`BertLayer`, not
-    `BertEmbeddings`), which accelerate shards separately. A recipe's own `transformer_layer_cls_to_wrap` is kept."""
-    if fsdp_plugin.auto_wrap_policy is not transformer_auto_wrap_policy or fsdp_plugin.transformer_cls_names_to_wrap:
-        return
+def layer_classes(model: nn.Module) -> list[str]:
+    """The classes of `model._no_split_modules` that FSDP2 may shard on their own: those present that do not hold
+    the input embeddings (`BertLayer`, not `BertEmbeddings`)."""
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     holding = {type(module).__name__ for module in model.modules() if embeddings is not None
                and any(child is embeddings for child in module.modules())}  # fmt: skip
     present = {type(module).__name__ for module in model.modules()}
-    layers = [name for name in getattr(model, "_no_split_modules", None) or [] if name in present - holding]
+    return [name for name in getattr(model, "_no_split_modules", None) or [] if name in present - holding]
+
+
+def wrap_layers_only(fsdp_plugin, model: nn.Module) -> None:
+    """Under accelerate's default transformer-based wrapping (`model._no_split_modules`), name the classes to shard
+    on their own (`layer_classes`): accelerate shards the input embeddings separately, and fails on a second sharding
+    of those inside `BertEmbeddings`. A recipe's own `transformer_layer_cls_to_wrap` is kept."""
+    if fsdp_plugin.auto_wrap_policy is not transformer_auto_wrap_policy or fsdp_plugin.transformer_cls_names_to_wrap:
+        return
+    layers = layer_classes(model)
     if layers:
         fsdp_plugin.transformer_cls_names_to_wrap = layers
+
+
+def shard_for_inference(teacher: nn.Module, accelerator) -> nn.Module:
+    """Shard a frozen teacher over the processes with FSDP2's `fully_shard` (`shard_teacher`): its layers one by one,
+    then the rest, on the student's mesh. Each forward pass gathers a layer's weights as it runs and frees them after;
+    the caller frees the rest (`reshard()`), which FSDP2 keeps gathered when no backward pass follows. Every process
+    must run each forward pass. Returns `teacher`, sharded in place."""
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = getattr(accelerator, "torch_device_mesh", None)
+    mesh = mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)] if mesh is not None else None
+    teacher.to(accelerator.device)
+    layers = set(layer_classes(teacher))
+    for module in list(teacher.modules()):
+        if type(module).__name__ in layers:
+            fully_shard(module, mesh=mesh)
+    return fully_shard(teacher, mesh=mesh)
 
 
 def shard_with_student(student: nn.Module, losses: nn.ModuleDict) -> None:

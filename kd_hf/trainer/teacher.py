@@ -1,6 +1,7 @@
 """The frozen teacher's side of `DistillationTrainer`: its placement, its inputs, its cached or live outputs.
 
-`prepare_deepspeed` places the teacher under DeepSpeed (sharded like the student under ZeRO-3, replicated otherwise).
+`prepare_deepspeed` places the teacher under DeepSpeed (sharded like the student under ZeRO-3, replicated otherwise);
+`kd_hf.trainer.sharding.shard_for_inference` shards it under FSDP2 (`shard_teacher`).
 `FrozenTeacherTrainer` runs it without gradients in its weights, keeps its `teacher_` input columns, fills the
 teacher cache (`kd_hf.teacher_cache`), and asks both models for the outputs and attributions the losses need.
 """
@@ -9,6 +10,7 @@ import copy
 import inspect
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedModel, Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
@@ -112,6 +114,7 @@ class FrozenTeacherTrainer(Trainer):
         return outputs
 
     def _run_teacher(self, inputs: dict, attribute: bool, rows: int | None = None):
+        sharded = isinstance(self.teacher, FSDPModule)  # `shard_teacher`
         teacher_inputs = model_inputs(inputs, teacher=True) or model_inputs(inputs)
         # Pixels come in the student's precision; a teacher loaded in bf16 needs them in its own.
         dtype = self.accelerator.unwrap_model(self.teacher).dtype
@@ -128,11 +131,13 @@ class FrozenTeacherTrainer(Trainer):
             )
             outputs = type(outputs)(**{k: _detach(v) for k, v in outputs.items()})
             outputs.attributions = attributions.detach()
-        elif self.required_outputs - {"attributions"} or self.recorders or self.is_deepspeed_enabled:
+        elif self.required_outputs - {"attributions"} or self.recorders or self.is_deepspeed_enabled or sharded:
             # Attention maps and hidden states are used as they come, without a copy; `inference_mode` tensors could
-            # not be saved for the student's backward pass. DeepSpeed gathers ZeRO-3 shards in place, also refused.
+            # not be saved for the student's backward pass. DeepSpeed and FSDP2 gather shards in place, also refused.
             with torch.no_grad():
                 outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
+            if sharded:
+                self.teacher.reshard()  # FSDP2 keeps the root's weights gathered when no backward pass follows
         else:
             # Logits alone: `inference_mode` keeps no graph, no activations and no version counters for the teacher;
             # the logits (a few numbers per example) are cloned out of it so that any loss may save them.
