@@ -56,7 +56,7 @@ _NOT_TRAINING = frozenset(
     ddp_backend ddp_timeout dataloader_num_workers dataloader_pin_memory dataloader_persistent_workers
     dataloader_prefetch_factor dataloader_multiprocessing_context torch_empty_cache_steps gradient_checkpointing
     gradient_checkpointing_kwargs activation_checkpointing activation_checkpointing_kwargs torch_compile
-    torch_compile_backend torch_compile_mode tf32 teacher_cache trust_remote_code""".split()
+    torch_compile_backend torch_compile_mode tf32 teacher_cache shard_teacher trust_remote_code""".split()
 )
 
 
