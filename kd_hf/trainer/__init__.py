@@ -175,11 +175,12 @@ class DistillationTrainer(
     def _can_shard_teacher(self, teacher_model) -> bool:
         """`shard_teacher` runs under FSDP2, on one teacher, without the teacher cache; elsewhere it is refused, or
         (FSDP asked for on CPU, which runs as DDP) each process keeps the whole teacher, with a warning."""
-        if isinstance(teacher_model, EnsembleTeacher) or self.args.teacher_cache:
-            reason = "several teachers" if isinstance(teacher_model, EnsembleTeacher) else "`teacher_cache`"
+        if isinstance(teacher_model, EnsembleTeacher):
+            raise ValueError("`shard_teacher` shards one teacher; with several (`teachers`), leave it out.")
+        if self.args.teacher_cache:
             raise ValueError(
-                f"`shard_teacher` cannot run with {reason}: the teacher cache runs one teacher on the main process "
-                "alone, and ensembles are not sharded. Leave out `shard_teacher`, or that."
+                "`shard_teacher` cannot run with `teacher_cache`: the cache runs the teacher on the main process "
+                "alone, which a sharded teacher cannot do. Leave out one of them."
             )
         if self.is_fsdp_enabled and self.accelerator.state.fsdp_plugin.fsdp_version == 2:
             return True

@@ -9,8 +9,9 @@ Evidence, on this project's pinned stack (the README's "Scaling out" has the com
   before the second; FSDP2's `fully_shard` crashed the process (SIGSEGV) in the second backward. DDP runs it, and
   equals one process on the same global batch (tests/test_distributed.py).
 - Losses with parameters (hidden-state projections) are sharded under FSDP2 as part of the student
-  (`shard_with_student`), and train with it: 2 CPU processes, the Trainer's FSDP2 path, equal one process on the same global batch
-  (tests/test_distributed.py). DeepSpeed engines hold one model each, and FSDP1 is not tested: both refuse them.
+  (`shard_with_student`), and train with it: on 2 CPU processes, through the Trainer's FSDP2 path, as one process
+  on the same global batch (tests/test_distributed.py). DeepSpeed engines hold one model each, and FSDP1 is not
+  tested: both refuse them.
 - accelerate's default FSDP2 wrapping (`_no_split_modules`) shards BERT's and ViT's embeddings module, then the
   input embeddings inside it a second time, which fails (`TypeError: Invariant encountered` in `fully_shard`):
   `wrap_layers_only` leaves the embeddings to the root.
