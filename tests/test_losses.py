@@ -44,7 +44,7 @@ def test_jsd_interpolates_between_forward_and_reverse_kl():
     assert (half > 0).all() and (half <= math.log(2) + 1e-6).all()  # JSD is bounded by log 2
 
 
-@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd", "logit_mse"])
 def test_divergence_is_zero_for_identical_logits_and_positive_otherwise(kind):
     logits = torch.randn(4, 5)
     assert torch.allclose(divergence(logits, logits.clone(), 2.0, kind=kind), torch.zeros(4), atol=1e-6)
@@ -60,6 +60,15 @@ def test_divergence_gradient_is_the_gap_between_the_softened_distributions():
     divergence(student, teacher, 2.0).sum().backward()
     expected = 2.0 * (torch.softmax(student.detach() / 2.0, -1) - torch.softmax(teacher.detach() / 2.0, -1))
     assert torch.allclose(student.grad, expected, atol=1e-6)
+
+
+def test_logit_mse_is_the_mean_squared_logit_gap_whatever_the_temperature():
+    student, teacher = torch.tensor([[1.0, -2.0, 0.5]]), torch.tensor([[0.0, 1.0, 0.5]])
+    for temperature in (1.0, 4.0):
+        value = divergence(student, teacher, temperature, kind="logit_mse")
+        torch.testing.assert_close(value, torch.tensor([(1.0 + 9.0 + 0.0) / 3]))
+    # Softmax ignores a shift of every logit; the logit gap does not.
+    assert divergence(student + 1.0, student, kind="logit_mse").item() == pytest.approx(1.0)
 
 
 def test_bf16_teacher_logits_are_compared_in_fp32():

@@ -3,7 +3,9 @@
 The student matches the teacher's temperature-softened class distribution. Besides the forward KL of the paper, the
 reverse KL and the generalised Jensen-Shannon divergence of GKD (Agarwal et al., 2024,
 https://huggingface.co/papers/2306.13649) are available: `JSD_beta = beta KL(p_T || m) + (1 - beta) KL(p_S || m)`
-with `m = beta p_T + (1 - beta) p_S`, so beta = 0 is forward KL and beta = 1 is reverse KL.
+with `m = beta p_T + (1 - beta) p_S`, so beta = 0 is forward KL and beta = 1 is reverse KL. `logit_mse` matches the
+logits themselves (the mean squared difference over classes), the limit of `T^2 KL` at high temperature, which Kim
+et al. (2021, https://arxiv.org/abs/2105.08919) find copies the teacher's predictions more closely.
 """
 
 import math
@@ -16,7 +18,7 @@ from . import register_loss
 from .options import LossOptions
 
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "logit_mse")
 
 
 def divergence(
@@ -26,18 +28,21 @@ def divergence(
     kind: str = "forward_kl",
     beta: float = 0.5,
 ) -> torch.Tensor:
-    """Per-example divergence between softened class distributions, scaled by `temperature**2`.
+    """Per-example divergence between softened class distributions, scaled by `temperature**2` (`logit_mse`: between
+    the logits, at any temperature).
 
     Args:
         student_logits (`torch.Tensor` of shape `[batch, num_classes]`): the student's logits.
         teacher_logits (`torch.Tensor` of shape `[batch, num_classes]`): the teacher's logits, same label order.
         temperature (`float`, *optional*, defaults to 1.0): softmax temperature.
-        kind (`str`, *optional*, defaults to `"forward_kl"`): `forward_kl`, `reverse_kl` or `jsd`.
+        kind (`str`, *optional*, defaults to `"forward_kl"`): `forward_kl`, `reverse_kl`, `jsd` or `logit_mse`.
         beta (`float`, *optional*, defaults to 0.5): JSD interpolation; 0 is forward KL, 1 reverse KL.
 
     Returns:
         `torch.Tensor` of shape `[batch]`.
     """
+    if kind == "logit_mse":
+        return (student_logits.float() - teacher_logits.float()).pow(2).mean(-1)
     # fp32: a bf16 teacher's log-softmax is too coarse for small KL values.
     student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
@@ -55,7 +60,7 @@ def divergence(
         student_term = F.kl_div(mixture_log_probs, student_log_probs, reduction="none", log_target=True).sum(-1)
         value = beta * teacher_term + (1 - beta) * student_term
     else:
-        raise ValueError(f"Unknown divergence {kind!r}; use 'forward_kl', 'reverse_kl' or 'jsd'.")
+        raise ValueError(f"Unknown divergence {kind!r}; use one of {DIVERGENCES}.")
     return value * temperature**2
 
 
@@ -70,7 +75,8 @@ class SoftLabelOptions(LossOptions):
         default="forward_kl",
         metadata={
             "help": "Soft-label divergence: `forward_kl` KL(teacher||student), `reverse_kl` "
-            "KL(student||teacher), or `jsd` (generalised Jensen-Shannon with `jsd_beta`).",
+            "KL(student||teacher), `jsd` (generalised Jensen-Shannon with `jsd_beta`), or `logit_mse` (the mean "
+            "squared difference of the logits; `temperature` does not apply).",
             "choices": list(DIVERGENCES),
         },
     )
