@@ -36,6 +36,7 @@ from .models import class_names, load_model, load_processor
 from .pairing import apply_peft, build_student, check_max_length
 from .student_init import project_teacher_embeddings
 from .trainer import DistillationTrainer, check_output_dir
+from .trainer.sharding import loading_whole, whole_weights
 from .vocabulary import prune_tokenizer
 
 
@@ -234,25 +235,27 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
     labelled = [split for split in raw_datasets if split is not None and args.label_column in split.column_names]
     labels = label_names(labelled[0], args.label_column) if labelled else class_names(reference.config)
     teacher_processor = load_processor(args.teacher_model_name_or_path, image, args.trust_remote_code)
-    student = build_student(
-        args,
-        reference,
-        labels,
-        calibration=lambda: _calibration_batches(args, raw_datasets[0], teacher_processor, reference),
-    )
-    if args.model_init == "checkpoint" or (args.model_init == "config" and args.model_name_or_path):
-        processor = _processor(args, student, args.model_name_or_path)
-    else:
-        processor = teacher_processor
-    if args.has_transfer_set:
-        raw_datasets = (add_transfer_set(raw_datasets[0], args), raw_datasets[1])
-    if args.augment_copies:
-        raw_datasets = (_augmented(args, raw_datasets[0], teacher_processor, reference), raw_datasets[1])
-    token_ids = None
-    if args.prune_vocabulary:
-        processor, token_ids = _pruned_vocabulary(args, raw_datasets[0], processor, student)
-    if args.embedding_init == "teacher":
-        project_teacher_embeddings(reference, student, token_ids)
+    # Under DeepSpeed ZeRO-3 the teacher loads partitioned; the student is built from its whole weights.
+    with whole_weights(reference):
+        student = build_student(
+            args,
+            reference,
+            labels,
+            calibration=lambda: _calibration_batches(args, raw_datasets[0], teacher_processor, reference),
+        )
+        if args.model_init == "checkpoint" or (args.model_init == "config" and args.model_name_or_path):
+            processor = _processor(args, student, args.model_name_or_path)
+        else:
+            processor = teacher_processor
+        if args.has_transfer_set:
+            raw_datasets = (add_transfer_set(raw_datasets[0], args), raw_datasets[1])
+        if args.augment_copies:
+            raw_datasets = (_augmented(args, raw_datasets[0], teacher_processor, reference), raw_datasets[1])
+        token_ids = None
+        if args.prune_vocabulary:
+            processor, token_ids = _pruned_vocabulary(args, raw_datasets[0], processor, student)
+        if args.embedding_init == "teacher":
+            project_teacher_embeddings(reference, student, token_ids)
     if not image:
         check_max_length(args.max_length, student=student, teacher=teacher)
     if args.peft_config:
@@ -279,38 +282,45 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
     if eval_dataset is not None and "labels" not in eval_dataset.column_names:
         logger.info("The eval split has no labels: no accuracy report; the log holds the agreement with the teacher.")
     elif eval_dataset is not None and args.should_save:
-        distilled = time.perf_counter()
-        if trainer.is_fsdp_enabled:  # each process holds a shard: the report reads the whole student `_fit` saved
-            student = args.output_dir
-        else:
-            student = trainer.accelerator.unwrap_model(trainer.model).eval()
-        # A sharded teacher (`shard_teacher`) runs only with every process: the report, on the main one, loads it whole.
-        if isinstance(trainer.teacher, FSDPModule):
-            report_teacher = load_teacher(args)
-        else:
-            report_teacher = trainer.accelerator.unwrap_model(trainer.teacher)
-        results = evaluate_student(
-            student,
-            report_teacher,
-            output_dir=args.output_dir,
-            config=_report_config(args),
-            explanation_examples=args.explanation_examples,
-            explanation_method=args.explanation_method,
-            explanation_n_steps=args.explanation_n_steps,
-            global_examples=args.global_examples,
-            student_processor=processor,
-            teacher_processor=teacher_processor,
-            student_name=args.hub_model_id or args.output_dir,
-            trained_method=EXPLAINED_AS[args.attribution_method] if "attribution" in args.loss_type else None,
-        )
-        compute = {"student_seconds": distilled - started, "report_seconds": time.perf_counter() - distilled}
-        trainer.write_card(results=results, compute=compute)
-        logger.info("Wrote the evaluation report and the explanation card to %s", args.output_dir)
-        if args.export_onnx:
-            _export(args, report_teacher, teacher_processor)
+        with loading_whole(args):  # the report runs on the main process alone
+            _report(trainer, args, processor, teacher_processor, started)
     if args.push_to_hub:
         trainer.push_to_hub()
     return trainer
+
+
+def _report(trainer: DistillationTrainer, args: DistillationConfig, processor, teacher_processor, started: float):
+    """The evaluation report and the explanation card of a finished run, on the main process; then ONNX, if asked.
+
+    Under FSDP or DeepSpeed each process may hold a shard of the models, which run only with every process: the
+    report reads the whole student `_fit` saved, and loads the teacher whole.
+    """
+    distilled = time.perf_counter()
+    sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
+    student = args.output_dir if sharded else trainer.accelerator.unwrap_model(trainer.model).eval()
+    if trainer.is_deepspeed_enabled or isinstance(trainer.teacher, FSDPModule):
+        teacher = load_teacher(args)
+    else:
+        teacher = trainer.accelerator.unwrap_model(trainer.teacher)
+    results = evaluate_student(
+        student,
+        teacher,
+        output_dir=args.output_dir,
+        config=_report_config(args),
+        explanation_examples=args.explanation_examples,
+        explanation_method=args.explanation_method,
+        explanation_n_steps=args.explanation_n_steps,
+        global_examples=args.global_examples,
+        student_processor=processor,
+        teacher_processor=teacher_processor,
+        student_name=args.hub_model_id or args.output_dir,
+        trained_method=EXPLAINED_AS[args.attribution_method] if "attribution" in args.loss_type else None,
+    )
+    compute = {"student_seconds": distilled - started, "report_seconds": time.perf_counter() - distilled}
+    trainer.write_card(results=results, compute=compute)
+    logger.info("Wrote the evaluation report and the explanation card to %s", args.output_dir)
+    if args.export_onnx:
+        _export(args, teacher, teacher_processor)
 
 
 def _export(args: DistillationConfig, teacher, teacher_processor) -> None:

@@ -168,7 +168,7 @@ def test_trainer_fsdp2_shards_teacher_student_and_loss_parameters_as_one_process
                             **fsdp, shard_teacher=True)  # fmt: skip
     one = tiny_text_project("one.yaml", output_dir=str(tmp_path / "one"), per_device_train_batch_size=8, **common)
 
-    reports, (rank0, rank1) = torchrun(two, tmp_path / "two", KD_HF_FSDP_ON_CPU="1")
+    reports, (rank0, rank1) = torchrun(two, tmp_path / "two", KD_HF_GPU_PATHS_ON_CPU="1")
     _, (single,) = torchrun(one, tmp_path / "one", processes=1)
 
     for report in reports:
@@ -186,8 +186,40 @@ def test_trainer_fsdp2_shards_teacher_student_and_loss_parameters_as_one_process
 
     assert (tmp_path / "two" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir()  # a sharded checkpoint
     shutil.rmtree(tmp_path / "two" / "checkpoint-4")  # interrupted after its first checkpoint
-    _, (resumed, _) = torchrun(two, tmp_path / "two", KD_HF_FSDP_ON_CPU="1")
+    _, (resumed, _) = torchrun(two, tmp_path / "two", KD_HF_GPU_PATHS_ON_CPU="1")
     assert_identical(resumed, rank0)
+
+
+@pytest.mark.slow
+def test_trainer_deepspeed_zero3_trains_from_a_sharded_teacher_and_reports_on_the_whole_models(
+    tiny_text_project, tmp_path
+):
+    """The Trainer's DeepSpeed path on 2 CPU processes (`DS_ACCELERATOR=cpu`, accelerate's GPU-only gate lifted by
+    the script): ZeRO-3 holds half of the student and half of the teacher (`prepare_deepspeed`) on each process, the
+    student trains, and the report after training reads the whole student saved and the whole teacher."""
+    from transformers import AutoModelForSequenceClassification
+
+    zero3 = {
+        "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": "auto", "torch_adam": True}},
+    }
+    (tmp_path / "zero3.json").write_text(json.dumps(zero3))
+    recipe = tiny_text_project(max_steps=4, save_strategy="no", deepspeed=str(tmp_path / "zero3.json"))
+
+    reports, _ = torchrun(recipe, tmp_path / "student", KD_HF_GPU_PATHS_ON_CPU="1", DS_ACCELERATOR="cpu")
+
+    for report in reports:
+        assert report["distributed_type"] == "DEEPSPEED" and report["global_step"] == 4
+        assert report["student_local_fraction"] == pytest.approx(0.5, abs=0.05)
+        assert report["teacher_local_fraction"] == pytest.approx(0.5, abs=0.05)
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    initial = AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher")  # the student's layers' source
+    assert not torch.equal(student.classifier.weight, initial.classifier.weight)  # trained, saved whole
+    results = json.loads((tmp_path / "student" / "eval_results.json").read_text())
+    assert results["student"]["accuracy"] is not None and results["teacher"]["accuracy"] is not None
 
 
 @pytest.mark.slow

@@ -17,8 +17,11 @@ Evidence, on this project's pinned stack (the README's "Scaling out" has the com
   `wrap_layers_only` leaves the embeddings to the root.
 - A frozen teacher shards for inference (`shard_for_inference`, `shard_teacher: true`): 2 CPU processes, its logits
   and the student it teaches as without sharding (tests/test_distributed.py).
+- Under ZeRO-3 with `zero3_init_flag` the teacher loads partitioned: a student built from its weights needs them
+  gathered (`whole_weights`), and a report on one process needs models loaded whole (`loading_whole`).
 """
 
+import contextlib
 import logging
 import os
 
@@ -104,6 +107,34 @@ def shard_with_student(student: nn.Module, losses: nn.ModuleDict) -> None:
     student.add_module(LOSSES_KEY, losses)
     ignored = set(getattr(student, "_keys_to_ignore_on_save", None) or ())
     student._keys_to_ignore_on_save = ignored | {f"{LOSSES_KEY}.{key}" for key in losses.state_dict()}
+
+
+def whole_weights(model: nn.Module):
+    """A context in which `model`'s weights are whole on every process: gathered (read-only) when DeepSpeed ZeRO-3
+    partitioned them at load time (`zero3_init_flag`), as a student built from the teacher's weights needs. Every
+    process must enter it."""
+    partitioned = [parameter for parameter in model.parameters() if hasattr(parameter, "ds_id")]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+
+
+@contextlib.contextmanager
+def loading_whole(args):
+    """A context in which models load whole on this process alone: without DeepSpeed ZeRO-3's partitioned loading
+    (`zero3_init_flag`), which transformers applies while the run's config (`args.hf_deepspeed_config`) is active
+    and which needs every process."""
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    config = getattr(args, "hf_deepspeed_config", None)
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if config is not None:
+            set_hf_deepspeed_config(config)
 
 
 def warn_if_fsdp_fell_back(fsdp_requested: bool, distributed_type: DistributedType) -> None:

@@ -2,10 +2,10 @@
 ended with (whole tensors, gathered from shards under FSDP), so that the test can check that DDP or FSDP kept the
 replicas identical, left the teacher unwrapped and gave every rank the same teacher cache.
 
-With `KD_HF_FSDP_ON_CPU=1`, the recipe's FSDP runs on these CPU processes. accelerate selects FSDP only for GPU-like
-distributed types (`AcceleratorState.__init__`), so the gloo processes are presented to it as `MULTI_GPU` before it
-chooses; the rest of its FSDP2 path (`fully_shard`, the optimizer's switch to the shards, sharded checkpoints) then
-runs as it does on GPUs.
+With `KD_HF_GPU_PATHS_ON_CPU=1`, the recipe's FSDP or DeepSpeed (with `DS_ACCELERATOR=cpu`) runs on these CPU
+processes. accelerate selects them only for GPU-like distributed types (`AcceleratorState.__init__`), so the gloo
+processes are presented to it as `MULTI_GPU` before it chooses; the rest of its path (`fully_shard` and the
+optimizer's switch to the shards, or the DeepSpeed engine; sharded checkpoints) then runs as it does on GPUs.
 """
 
 import hashlib
@@ -26,7 +26,7 @@ from kd_hf.data import TEACHER_CACHE_COLUMNS
 from kd_hf.trainer.sharding import LOSSES_KEY
 
 
-def lift_accelerates_gpu_gate_on_fsdp() -> None:
+def lift_accelerates_gpu_gate() -> None:
     choose = accelerate.state.AcceleratorState.__init__
 
     def init(self, *args, **kwargs):
@@ -36,6 +36,19 @@ def lift_accelerates_gpu_gate_on_fsdp() -> None:
         choose(self, *args, **kwargs)
 
     accelerate.state.AcceleratorState.__init__ = init
+
+
+def local_fraction(module) -> float:
+    """The share of `module`'s parameters this process holds: a DTensor's shard (FSDP2), a ZeRO-3 partition."""
+    local = total = 0
+    for parameter in module.parameters():
+        if isinstance(parameter, DTensor):
+            local, total = local + parameter.to_local().numel(), total + parameter.numel()
+        elif hasattr(parameter, "ds_numel"):
+            local, total = local + parameter.ds_tensor.numel(), total + parameter.ds_numel
+        else:
+            local, total = local + parameter.numel(), total + parameter.numel()
+    return local / total
 
 
 def whole(state: dict) -> dict:
@@ -55,8 +68,8 @@ def cache_digest(dataset) -> str | None:
     return digest.hexdigest()
 
 
-if os.environ.get("KD_HF_FSDP_ON_CPU") == "1":
-    lift_accelerates_gpu_gate_on_fsdp()
+if os.environ.get("KD_HF_GPU_PATHS_ON_CPU") == "1":
+    lift_accelerates_gpu_gate()
 config = parse_recipe(sys.argv[1:])
 trainer = run.distill(config)
 rank = trainer.args.process_index
@@ -73,6 +86,8 @@ report = {
     "teacher_class": type(trainer.teacher).__name__,
     "student_parameter_class": type(next(trainer.model_wrapped.parameters())).__name__,
     "teacher_parameter_class": type(next(trainer.teacher.parameters())).__name__,
+    "student_local_fraction": local_fraction(trainer.model_wrapped),
+    "teacher_local_fraction": local_fraction(trainer.teacher),
     "global_step": trainer.state.global_step,
     "log_history": trainer.state.log_history,
     "train_cache_files": sorted(file["filename"] for file in trainer.train_dataset.cache_files),

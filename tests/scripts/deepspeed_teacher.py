@@ -1,9 +1,9 @@
 """Run by `torchrun --nproc_per_node 2` with `DS_ACCELERATOR=cpu` in tests/test_distributed.py: `prepare_deepspeed`
 shards a teacher with ZeRO-3 on CPU (gloo), and a ZeRO-3 student learns from it with the soft-label loss.
 
-transformers' Trainer cannot run DeepSpeed on CPU (accelerate then counts one process per rank, and the batch size
-check fails), so this drives the engines directly: what it checks is kd_hf's side, the teacher's placement and its
-outputs; benchmarks/gpu_check.sh runs the whole recipe under ZeRO-3 on a GPU.
+This drives the engines directly, to check the teacher's placement and its outputs against the unsharded teacher;
+the Trainer's own DeepSpeed path runs in tests/scripts/ddp_distill.py (accelerate's GPU-only gate lifted), and
+benchmarks/gpu_check.sh runs the whole recipe under ZeRO-3 on a GPU.
 """
 
 import json
