@@ -289,7 +289,9 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
     return trainer
 
 
-def _report(trainer: DistillationTrainer, args: DistillationConfig, processor, teacher_processor, started: float):
+def _report(
+    trainer: DistillationTrainer, args: DistillationConfig, processor, teacher_processor, started: float
+) -> None:
     """The evaluation report and the explanation card of a finished run, on the main process; then ONNX, if asked.
 
     Under FSDP or DeepSpeed each process may hold a shard of the models, which run only with every process: the

@@ -163,7 +163,7 @@ class DistillationTrainer(
             teacher_model.to(getattr(torch, args.teacher_dtype))
         if self.is_deepspeed_enabled:
             self.teacher = prepare_deepspeed(teacher_model, self.accelerator)
-        elif args.shard_teacher and self._can_shard_teacher(teacher_model):
+        elif args.shard_teacher and self._can_shard_teacher(teacher_model, fsdp_plugin):
             self.teacher = shard_for_inference(teacher_model, self.accelerator)
         else:
             self.teacher = self.accelerator.prepare_model(teacher_model, evaluation_mode=True)
@@ -172,7 +172,7 @@ class DistillationTrainer(
         if args.teacher_cache:
             self._cache_teacher_outputs()
 
-    def _can_shard_teacher(self, teacher_model) -> bool:
+    def _can_shard_teacher(self, teacher_model, fsdp_plugin) -> bool:
         """`shard_teacher` runs under FSDP2, on one teacher, without the teacher cache; elsewhere it is refused, or
         (FSDP asked for on CPU, which runs as DDP) each process keeps the whole teacher, with a warning."""
         if isinstance(teacher_model, EnsembleTeacher):
@@ -182,7 +182,7 @@ class DistillationTrainer(
                 "`shard_teacher` cannot run with `teacher_cache`: the cache runs the teacher on the main process "
                 "alone, which a sharded teacher cannot do. Leave out one of them."
             )
-        if self.is_fsdp_enabled and self.accelerator.state.fsdp_plugin.fsdp_version == 2:
+        if fsdp_plugin is not None and fsdp_plugin.fsdp_version == 2:
             return True
         logger.warning(
             "`shard_teacher` shards the teacher under FSDP2 only; this run is %s: each process holds the whole teacher.",

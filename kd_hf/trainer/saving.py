@@ -24,7 +24,8 @@ class CardWritingTrainer(Trainer):
         """Save the student (never the teacher) and, on the main process, its explanation card next to it."""
         super().save_model(output_dir, _internal_call)
         folder = output_dir or self.args.output_dir
-        if not _internal_call and self.is_fsdp_enabled and not self._fsdp_saves_whole():
+        whole = self.is_fsdp_enabled and "FULL_STATE_DICT" in str(self.accelerator.state.fsdp_plugin.state_dict_type)
+        if not _internal_call and self.is_fsdp_enabled and not whole:
             # Under `SHARDED_STATE_DICT` Trainer saves FSDP checkpoints as shards and the student not at all; the one a
             # run ends with must load in plain transformers (the report and a push read it). Every process gathers.
             self._save(folder, state_dict=self.accelerator.get_state_dict(self.model))
@@ -32,9 +33,6 @@ class CardWritingTrainer(Trainer):
             if self.args.peft_config and os.path.abspath(folder) == os.path.abspath(self.args.output_dir):
                 self._save_final_adapter(folder)
             self.write_card(folder)
-
-    def _fsdp_saves_whole(self) -> bool:
-        return "FULL_STATE_DICT" in str(self.accelerator.state.fsdp_plugin.state_dict_type)
 
     def _save_final_adapter(self, folder: str) -> None:
         """The end of an adapter run (checkpoints keep the adapter alone): by default the student merged into plain
