@@ -34,6 +34,21 @@ def test_the_transfer_texts_follow_the_training_rows_unlabelled(tmp_path, train)
     assert combined.column_names == ["review", "label"]
 
 
+def test_max_transfer_samples_keeps_one_sample_whatever_the_seed(tmp_path, train):
+    texts = [f"film number {i}" for i in range(10)]
+    (tmp_path / "more.csv").write_text("text\n" + "\n".join(texts))
+    kept = [
+        add_transfer_set(train, _args(tmp_path, transfer_data_files=str(tmp_path / "more.csv"), max_transfer_samples=4,
+                                      seed=seed))["text"]
+        for seed in (1, 2)
+    ]  # fmt: skip
+    assert kept[0] == kept[1]  # runs with other seeds share the teacher's cached soft labels on it
+    assert kept[0][:2] == ["a fine film", "a dull film"] and len(kept[0]) == 6
+    assert set(kept[0][2:]) <= set(texts) and kept[0][2:] != texts[:4]  # a sample, not the file's head
+    with pytest.raises(ValueError, match="max_transfer_samples"):
+        _args(tmp_path, transfer_data_files=str(tmp_path / "more.csv"), max_transfer_samples=0)
+
+
 def test_a_transfer_set_without_the_text_column_or_split_is_refused(tmp_path, train):
     (tmp_path / "more.csv").write_text("body\nsome text\n")
     with pytest.raises(ValueError, match=r"no column \['text'\] \(columns: body\).*rename its text column"):
@@ -49,6 +64,25 @@ def test_the_offline_plot_summaries_are_one_unlabelled_split():
     plots = load_offline_dataset("rotten_tomatoes_plots")
     assert list(plots) == ["train"] and plots["train"].column_names == ["text"]
     assert plots["train"].num_rows == 1083 and all(text.strip() for text in plots["train"]["text"])
+
+
+def test_the_offline_imdb_sentences_are_unlabelled_and_apart_from_every_critic_snippet():
+    import re
+
+    sentences = load_offline_dataset("imdb_sentences")
+    assert list(sentences) == ["train"] and sentences["train"].column_names == ["text"]
+    texts = sentences["train"]["text"]
+    assert len(texts) > 250_000 and len(set(texts)) == len(texts)
+    assert all(4 <= len(text.split()) <= 50 and "<br" not in text for text in texts)
+    assert texts[1].startswith("I also heard that at first it was seized by U.S. customs")  # split after "1967."
+
+    def comparable(text):
+        return re.sub(r"[^a-z0-9]+", "", text.lower())
+
+    snippets = {
+        comparable(text) for split in load_offline_dataset("rotten_tomatoes").values() for text in split["text"]
+    }
+    assert not snippets & {comparable(text) for text in texts}  # nothing of the test split leaks into training
 
 
 def test_a_transfer_set_is_for_texts_and_for_distillation(tmp_path, tiny_text_project):

@@ -32,6 +32,7 @@ _RUN_FIELDS = {
     "prune_vocabulary": "student vocabulary pruned to the training texts' tokens",
     "transfer_dataset_name": "transfer set (unlabelled texts, the teacher's soft labels)",
     "transfer_data_files": "transfer set files",
+    "max_transfer_samples": "transfer texts kept (a sample)",
     "augment_copies": "augmented copies of each training text (unlabelled)",
     "peft_config": "trained through the adapter",
     "merge_adapter": "adapter merged into the weights",
@@ -201,6 +202,8 @@ def card_facts(
         shown.add("embedding_init")
     shown |= {name for name in ("prune_vocabulary", "augment_copies") if getattr(args, name)}
     shown |= {name for name in ("transfer_dataset_name", "transfer_data_files") if getattr(args, name)}
+    if args.has_transfer_set and args.max_transfer_samples:
+        shown.add("max_transfer_samples")
     if args.teachers:
         shown |= {"teacher_weights", "teacher_combination"}
     if args.peft_config:

@@ -49,6 +49,13 @@ class DataOptions(RecipeOptions):
         default=None, metadata={"help": "Local files of the transfer set, e.g. `unlabelled.csv` or `{train: a.txt}`."}
     )
     transfer_split: str = field(default="train", metadata={"help": "Split of the transfer set to add."})
+    max_transfer_samples: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep at most this many texts of the transfer set (>= 1): a sample drawn with seed 0, the same "
+            "for every run, so runs share the teacher's cached soft labels on it.",
+        },
+    )
     augment_copies: int = field(
         default=0,
         metadata={
@@ -102,6 +109,7 @@ class DataOptions(RecipeOptions):
         "max_length": (">= 8", "tokens per text example"),
         "max_train_samples": (">= 1", "leave it unset to keep every example"),
         "max_eval_samples": (">= 1", "leave it unset to keep every example"),
+        "max_transfer_samples": (">= 1", "leave it unset to keep every transfer text"),
     }
     MAPPINGS = ("data_files",)
 

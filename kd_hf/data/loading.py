@@ -68,8 +68,9 @@ def _load_dict(args: Any) -> datasets.DatasetDict:
 
 def add_transfer_set(train: datasets.Dataset, args: Any) -> datasets.Dataset:
     """`train` followed by the recipe's transfer set: the `transfer_split` of `transfer_dataset_name` (or
-    `transfer_data_files`), its `text_columns` alone, rows with an empty text dropped, labelled -100 (no label: the
-    student learns the teacher's soft labels on them). Other columns of `train` are dropped."""
+    `transfer_data_files`), its `text_columns` alone, rows with an empty text dropped, at most `max_transfer_samples`
+    of them, labelled -100 (no label: the student learns the teacher's soft labels on them). Other columns of `train`
+    are dropped."""
     source = SimpleNamespace(
         dataset_name=args.transfer_dataset_name, dataset_config_name=None, data_files=args.transfer_data_files
     )
@@ -91,6 +92,8 @@ def add_transfer_set(train: datasets.Dataset, args: Any) -> datasets.Dataset:
     transfer = transfer.select_columns(columns).filter(
         lambda row: all(row[column] for column in columns), desc="Dropping empty transfer texts"
     )
+    # One sample for every seed: runs then share the teacher's soft labels on it (`teacher_cache`).
+    transfer = _subsample(transfer, args.max_transfer_samples, seed=0)
     if args.label_column in train.column_names:
         columns.append(args.label_column)
         train = train.cast_column(args.label_column, datasets.Value("int64"))

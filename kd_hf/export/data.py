@@ -29,7 +29,8 @@ from .exporter import is_image_folder
 # The recipe fields that say what the student was evaluated on (a transfer set and augmentation only add training
 # texts), and the seed, which draws the held-out split and the `max_eval_samples` sample.
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataOptions)} - {
-    "transfer_dataset_name", "transfer_data_files", "transfer_split", "augment_copies", "augment_word_prob",
+    "transfer_dataset_name", "transfer_data_files", "transfer_split", "max_transfer_samples", "augment_copies",
+    "augment_word_prob",
     "augment_mask_prob", "max_train_samples", "max_eval_samples",
 } | {"seed", "label_mapping"}  # fmt: skip
 
