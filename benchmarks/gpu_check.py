@@ -6,8 +6,8 @@ Each row is a real `accelerate launch -m kd_hf.cli distill` of a shipped recipe,
   (`recipes/cifar10_vit.yaml`: ViT-base likewise), bf16 mixed precision as the recipes set it;
 - the SST-2 pairing with the teacher loaded in bf16 (`teacher_dtype: bfloat16`);
 - the SST-2 pairing under `recipes/accelerate/deepspeed_zero3.yaml` (teacher sharded by `prepare_deepspeed`) and
-  under `recipes/accelerate/fsdp.yaml` (also with a half-width student, whose hidden-state projections shard with
-  it), each with `--num_processes 1`;
+  under `recipes/accelerate/fsdp.yaml`, each also with a half-width student, whose hidden-state projections shard
+  with it, each with `--num_processes 1`;
 - the attribution loss (a double backward) on the GPU;
 
 then the throughput of kd_hf's batched integrated gradients against a per-example captum loop on the SST-2 teacher.
@@ -39,6 +39,9 @@ import torch
 RECIPES = {"text": "recipes/sst2_bert_base.yaml", "vision": "recipes/cifar10_vit.yaml"}
 # BERT-base's teacher layers narrowed to half its width (`model_init: teacher_layers` with a narrower config).
 HALF_WIDTH = '{"hidden_size": 384, "num_attention_heads": 6, "intermediate_size": 1536}'
+# A student half the teacher's width: the hidden-state projections have parameters, sharded with the student.
+HIDDEN_STATES_HALF_WIDTH = {"model_config": HALF_WIDTH, "loss_type": ["soft_label", "hidden_state"],
+                            "loss_weights": ["1", "1"]}  # fmt: skip
 WORDS = "good bad great awful fine dull moving boring sharp flat warm cold bright grim funny tedious".split()
 
 
@@ -253,9 +256,8 @@ def main():
          None),
         ("sst2-deepspeed-zero3", "text", text, {}, "recipes/accelerate/deepspeed_zero3.yaml"),
         ("sst2-fsdp", "text", text, {}, "recipes/accelerate/fsdp.yaml"),
-        # A student half the teacher's width: the hidden-state projections have parameters, sharded with the student.
-        ("sst2-fsdp-hidden-states", "text", text, {"model_config": HALF_WIDTH, "loss_type": ["soft_label", "hidden_state"],
-         "loss_weights": ["1", "1"]}, "recipes/accelerate/fsdp.yaml"),
+        ("sst2-fsdp-hidden-states", "text", text, HIDDEN_STATES_HALF_WIDTH, "recipes/accelerate/fsdp.yaml"),
+        ("sst2-zero3-hidden-states", "text", text, HIDDEN_STATES_HALF_WIDTH, "recipes/accelerate/deepspeed_zero3.yaml"),
     ]  # fmt: skip
     rows = []
     for name, modality, source, flags, accelerate_config in checks:

@@ -9,6 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from kd_hf.trainer.sharding import LOSSES_KEY
+
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_distill.py"
 NARROW = {
@@ -220,6 +222,58 @@ def test_trainer_deepspeed_zero3_trains_from_a_sharded_teacher_and_reports_on_th
     assert not torch.equal(student.classifier.weight, initial.classifier.weight)  # trained, saved whole
     results = json.loads((tmp_path / "student" / "eval_results.json").read_text())
     assert results["student"]["accuracy"] is not None and results["teacher"]["accuracy"] is not None
+
+
+@pytest.mark.slow
+def test_trainer_deepspeed_zero3_trains_loss_parameters_with_the_student_as_one_process_and_resumes(
+    tiny_text_project, tmp_path, make_bert, minilm_tokenizer
+):
+    """ZeRO-3 on 2 CPU processes: a narrower student and the hidden-state projections, partitioned together, train
+    as 1 process without DeepSpeed on the same global batch; the saved student holds no loss weights; a run resumed
+    from its first checkpoint (DeepSpeed's own) ends with the same weights."""
+    from transformers import AutoModelForSequenceClassification
+
+    # A student read from a folder: ZeRO-3 initialises one built from a config in partitions, with other numbers.
+    make_bert(layers=2, seed=3, hidden=16).save_pretrained(tmp_path / "narrow")
+    minilm_tokenizer.save_pretrained(tmp_path / "narrow")
+    zero3 = {
+        "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,  # the Trainer's own optimizer, as beside DeepSpeed
+    }
+    (tmp_path / "zero3.json").write_text(json.dumps(zero3))
+    # As the FSDP2 test: SGD with momentum, no clipping (the projections count in the student's norm here too).
+    common = dict(max_steps=4, save_steps=2, optim="sgd", optim_args="momentum=0.9", learning_rate=0.5)
+    common |= {"max_grad_norm": 0.0}
+    common |= {"model_init": "checkpoint", "model_name_or_path": str(tmp_path / "narrow")}
+    common |= {"loss_type": ["soft_label", "hidden_state"], "loss_weights": [1.0, 1.0]}
+    two = tiny_text_project("two.yaml", output_dir=str(tmp_path / "two"), per_device_train_batch_size=4, **common,
+                            deepspeed=str(tmp_path / "zero3.json"))  # fmt: skip
+    one = tiny_text_project("one.yaml", output_dir=str(tmp_path / "one"), per_device_train_batch_size=8, **common)
+
+    reports, (rank0, rank1) = torchrun(two, tmp_path / "two", KD_HF_GPU_PATHS_ON_CPU="1", DS_ACCELERATOR="cpu")
+    _, (single,) = torchrun(one, tmp_path / "one", processes=1)
+
+    for report in reports:
+        assert report["distributed_type"] == "DEEPSPEED"
+        assert report["student_local_fraction"] == pytest.approx(0.5, abs=0.05)
+    assert_identical(rank0, rank1)
+    assert single.keys() == rank0.keys() and any(key.startswith("loss_modules.hidden_state.") for key in single)
+    for key in single:
+        torch.testing.assert_close(rank0[key], single[key], atol=1e-5, rtol=1e-4)
+    losses = [entry["hidden_state_loss"] for entry in reports[0]["log_history"] if "hidden_state_loss" in entry]
+    assert losses[-1] < losses[0]
+    assert not any(key.startswith(LOSSES_KEY) for key in load_file(tmp_path / "two" / "model.safetensors"))
+    # transformers saves a student it loaded under ZeRO-3 with BERT's legacy names (`LayerNorm.gamma`), which it reads.
+    saved, info = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert_identical(saved.state_dict(), {k: v for k, v in rank0.items() if not k.startswith("loss_modules.")})
+
+    shutil.rmtree(tmp_path / "two" / "checkpoint-4")  # interrupted after its first checkpoint
+    _, (resumed, _) = torchrun(two, tmp_path / "two", KD_HF_GPU_PATHS_ON_CPU="1", DS_ACCELERATOR="cpu")
+    assert_identical(resumed, rank0)
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ def test_gpu_check_runs_its_rows_on_cpu_with_tiny_models(tmp_path):
     rows = {row["check"]: row for row in json.loads((tmp_path / "gpu_check.json").read_text())["rows"]}
     for check in ("sst2-pairing-bf16", "cifar10-pairing-bf16", "sst2-bf16-teacher", "sst2-attribution"):
         assert rows[check]["status"] == "ok" and rows[check]["train_samples_per_second"] > 0
-    for check in ("sst2-deepspeed-zero3", "sst2-fsdp", "sst2-fsdp-hidden-states"):
+    for check in ("sst2-deepspeed-zero3", "sst2-fsdp", "sst2-fsdp-hidden-states", "sst2-zero3-hidden-states"):
         assert rows[check]["status"] == "skipped (needs a GPU)"
     batched = rows["IG, kd_hf batched (16 texts per batch)"]
     assert batched["speed_up"] > 0 and batched["pearson_min"] > 0.99  # the same word scores as the captum loop

@@ -15,14 +15,14 @@ def test_attribution_loss_is_refused_under_zero_and_fsdp_with_ddp_named(distribu
         check_sharding(distributed, NEEDS, trainable_losses=[])
 
 
-@pytest.mark.parametrize(("distributed", "fsdp_version"), [(DistributedType.DEEPSPEED, 2), (DistributedType.FSDP, 1)])
-def test_trainable_losses_are_refused_under_zero_and_fsdp1_with_fsdp2_and_ddp_named(distributed, fsdp_version):
-    with pytest.raises(NotImplementedError, match=r"\['hidden_state'\].*FSDP2.*fsdp.yaml.*DDP"):
-        check_sharding(distributed, {"hidden_state": frozenset({"hidden_states"})}, ["hidden_state"], fsdp_version)
+def test_trainable_losses_are_refused_under_fsdp1_with_fsdp2_deepspeed_and_ddp_named():
+    with pytest.raises(NotImplementedError, match=r"\['hidden_state'\].*FSDP1.*FSDP2.*fsdp.yaml.*DeepSpeed.*DDP"):
+        check_sharding(DistributedType.FSDP, {"hidden_state": frozenset({"hidden_states"})}, ["hidden_state"], 1)
 
 
-def test_trainable_losses_run_under_fsdp2():
-    check_sharding(DistributedType.FSDP, {"hidden_state": frozenset({"hidden_states"})}, ["hidden_state"], 2)
+@pytest.mark.parametrize("distributed", [DistributedType.DEEPSPEED, DistributedType.FSDP])
+def test_trainable_losses_run_under_deepspeed_and_fsdp2(distributed):
+    check_sharding(distributed, {"hidden_state": frozenset({"hidden_states"})}, ["hidden_state"], 2)
 
 
 @pytest.mark.parametrize("image", [False, True])

@@ -8,10 +8,9 @@ Evidence, on this project's pinned stack (the README's "Scaling out" has the com
   `reduce_ipg_grads`) or frees the gathered parameters (ZeRO-3: `shape '[1, 32]' is invalid for input of size 0`)
   before the second; FSDP2's `fully_shard` crashed the process (SIGSEGV) in the second backward. DDP runs it, and
   equals one process on the same global batch (tests/test_distributed.py).
-- Losses with parameters (hidden-state projections) are sharded under FSDP2 as part of the student
-  (`shard_with_student`), and train with it: on 2 CPU processes, through the Trainer's FSDP2 path, as one process
-  on the same global batch (tests/test_distributed.py). DeepSpeed engines hold one model each, and FSDP1 is not
-  tested: both refuse them.
+- Losses with parameters (hidden-state projections) are sharded under FSDP2 and DeepSpeed as part of the student
+  (`shard_with_student`), and train with it: on 2 CPU processes, through the Trainer's FSDP2 and ZeRO-3 paths, as one
+  process on the same global batch (tests/test_distributed.py). FSDP1 is not tested, and refuses them.
 - accelerate's default FSDP2 wrapping (`_no_split_modules`) shards BERT's and ViT's embeddings module, then the
   input embeddings inside it a second time, which fails (`TypeError: Invariant encountered` in `fully_shard`):
   `wrap_layers_only` leaves the embeddings to the root.
@@ -42,7 +41,7 @@ def check_sharding(
 ) -> None:
     """Raise `NotImplementedError` when `distributed_type` shards the student and a loss cannot run that way:
     `loss_needs` maps each loss to the outputs it needs (`attributions`: a double backward), `trainable_losses` names
-    the losses with parameters, which FSDP2 (`fsdp_version`) shards with the student."""
+    the losses with parameters, which DeepSpeed and FSDP2 (`fsdp_version`) shard with the student."""
     if distributed_type not in SHARDED:
         return
     attributing = [name for name, needs in loss_needs.items() if "attributions" in needs]
@@ -53,12 +52,11 @@ def check_sharding(
             "first backward pass. Use DDP (`recipes/accelerate/multi_gpu.yaml`), and `attribution_batch_size` to bound "
             "the memory of the double backward."
         )
-    if trainable_losses and (distributed_type is DistributedType.DEEPSPEED or fsdp_version != 2):
-        where = distributed_type.value if distributed_type is DistributedType.DEEPSPEED else "FSDP1"
+    if trainable_losses and distributed_type is DistributedType.FSDP and fsdp_version != 2:
         raise NotImplementedError(
-            f"Losses with trainable parameters ({trainable_losses}) are not supported under {where}; use FSDP2 "
-            "(`fsdp_version: 2`, `recipes/accelerate/fsdp.yaml`), DDP (`recipes/accelerate/multi_gpu.yaml`), or "
-            "`hidden_state` with equal hidden sizes."
+            f"Losses with trainable parameters ({trainable_losses}) are not supported under FSDP1; use FSDP2 "
+            "(`fsdp_version: 2`, `recipes/accelerate/fsdp.yaml`), DeepSpeed, DDP (`recipes/accelerate/multi_gpu.yaml`), "
+            "or `hidden_state` with equal hidden sizes."
         )
 
 
@@ -101,9 +99,10 @@ def shard_for_inference(teacher: nn.Module, accelerator) -> nn.Module:
 
 
 def shard_with_student(student: nn.Module, losses: nn.ModuleDict) -> None:
-    """Under FSDP2, make `losses` (those with parameters) a submodule of the student, `LOSSES_KEY`, before accelerate
-    shards it: their parameters are then sharded, gathered, reduced, optimized and checkpointed with the student's.
-    They are not part of the saved student (`_keys_to_ignore_on_save`), which loads in plain transformers."""
+    """Under FSDP2 or DeepSpeed, make `losses` (those with parameters) a submodule of the student, `LOSSES_KEY`, before
+    accelerate shards it: their parameters are then sharded, gathered, reduced, optimized and checkpointed with the
+    student's (ZeRO-3 gathers a submodule's weights for its forward pass wherever it is called from). They are not
+    part of the saved student (`_keys_to_ignore_on_save`), which loads in plain transformers."""
     student.add_module(LOSSES_KEY, losses)
     ignored = set(getattr(student, "_keys_to_ignore_on_save", None) or ())
     student._keys_to_ignore_on_save = ignored | {f"{LOSSES_KEY}.{key}" for key in losses.state_dict()}

@@ -1,8 +1,8 @@
 """`TrainableLossesTrainer`: the `DistillationTrainer` mixin for losses with parameters (hidden-state projections).
 
 Their parameters train with the student (one optimizer; gradients DDP-averaged, or reduced across the processes
-holding their shards under FSDP2) and are saved in each checkpoint as `LOSS_STATE_NAME`, beside the student's
-weights, so that a resumed run picks them up where it stopped.
+holding their shards under FSDP2 and DeepSpeed) and are saved in each checkpoint as `LOSS_STATE_NAME`, beside the
+student's weights, so that a resumed run picks them up where it stopped.
 """
 
 import os
@@ -12,7 +12,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from ..checkpoints import ResumableTrainer, check_keys
-from .sharding import LOSSES_KEY, shard_with_student
+from .sharding import LOSSES_KEY, shard_with_student, whole_weights
 
 
 # Trainable parts of the losses (e.g. hidden-state projections) in a checkpoint folder, beside the student's weights.
@@ -25,15 +25,15 @@ class TrainableLossesTrainer(ResumableTrainer):
 
     def _prepare_trainable_losses(self) -> None:
         """Put losses with parameters on the device, DDP-wrapped like the student so their gradients are averaged, or
-        under FSDP2 made part of the student, which accelerate shards."""
+        under FSDP2 and DeepSpeed made part of the student, which accelerate shards."""
         self.loss_modules = nn.ModuleDict(
             {name: loss for name, loss in self.losses.items() if isinstance(loss, nn.Module)}
         )
         if not any(True for _ in self.loss_modules.parameters()):
             return
-        # DeepSpeed and FSDP1 were refused before this (`kd_hf.trainer.sharding`).
+        # FSDP1 was refused before this (`kd_hf.trainer.sharding`).
         self.loss_modules.to(self.args.device)
-        if self.is_fsdp_enabled:
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
             shard_with_student(self.model, self.loss_modules)
             return
         for name, loss in self.loss_modules.items():
@@ -43,7 +43,7 @@ class TrainableLossesTrainer(ResumableTrainer):
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         parameters = [p for p in self.loss_modules.parameters() if p.requires_grad]
-        # Under FSDP2 they are the student's own (`shard_with_student`), already in the optimizer.
+        # Under FSDP2 and DeepSpeed they are the student's own (`shard_with_student`), already in the optimizer.
         if parameters and not any(p is parameters[0] for group in optimizer.param_groups for p in group["params"]):
             optimizer.add_param_group({"params": parameters, "weight_decay": 0.0})
             # Trainer zeroes the student's gradients after each step (`model.zero_grad()`), not these.
@@ -55,13 +55,13 @@ class TrainableLossesTrainer(ResumableTrainer):
         return [name for name in super().get_decay_parameter_names(model) if not name.startswith(f"{LOSSES_KEY}.")]
 
     def _save_extra_state(self, folder: str) -> None:
-        state = self.loss_modules.state_dict()
-        # Every process gathers the sharded parameters (FSDP2, a collective); the main one writes them whole.
-        state = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
-        if state and self.args.should_save:
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in state.items()}, os.path.join(folder, LOSS_STATE_NAME)
-            )
+        # Every process gathers the sharded parameters (FSDP2, ZeRO-3: collectives); the main one writes them whole.
+        with whole_weights(self.loss_modules):
+            state = self.loss_modules.state_dict()
+            state = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in state.items()}
+            if state and self.args.should_save:
+                save_file({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                          os.path.join(folder, LOSS_STATE_NAME))  # fmt: skip
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)

@@ -1,5 +1,5 @@
 """Run by `torchrun --nproc_per_node 2` in tests/test_distributed.py: distil from a recipe, then save what each rank
-ended with (whole tensors, gathered from shards under FSDP), so that the test can check that DDP or FSDP kept the
+ended with (whole tensors, gathered from shards under FSDP and ZeRO-3), so that the test can check that DDP or FSDP kept the
 replicas identical, left the teacher unwrapped and gave every rank the same teacher cache.
 
 With `KD_HF_GPU_PATHS_ON_CPU=1`, the recipe's FSDP or DeepSpeed (with `DS_ACCELERATOR=cpu`) runs on these CPU
@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from kd_hf import run
 from kd_hf.cli import parse_recipe
 from kd_hf.data import TEACHER_CACHE_COLUMNS
-from kd_hf.trainer.sharding import LOSSES_KEY
+from kd_hf.trainer.sharding import LOSSES_KEY, whole_weights
 
 
 def lift_accelerates_gpu_gate() -> None:
@@ -51,9 +51,11 @@ def local_fraction(module) -> float:
     return local / total
 
 
-def whole(state: dict) -> dict:
-    """Every process calls this: gathering a sharded tensor is collective."""
-    return {k: (v.full_tensor() if isinstance(v, DTensor) else v).contiguous() for k, v in state.items()}
+def whole(module) -> dict:
+    """`module`'s state dict, copied whole. Every process calls this: gathering shards (FSDP2, ZeRO-3) is collective."""
+    with whole_weights(module):
+        state = module.state_dict()
+        return {k: (v.full_tensor() if isinstance(v, DTensor) else v).detach().clone() for k, v in state.items()}
 
 
 def cache_digest(dataset) -> str | None:
@@ -73,9 +75,9 @@ if os.environ.get("KD_HF_GPU_PATHS_ON_CPU") == "1":
 config = parse_recipe(sys.argv[1:])
 trainer = run.distill(config)
 rank = trainer.args.process_index
-# Under FSDP2 the losses' parameters are part of the student (`LOSSES_KEY`): keep them once, as `loss_modules.*`.
-state = {k: v for k, v in whole(trainer.model.state_dict()).items() if not k.startswith(f"{LOSSES_KEY}.")}
-state |= {f"loss_modules.{k}": v for k, v in whole(trainer.loss_modules.state_dict()).items()}
+# Under FSDP2 and DeepSpeed the losses' parameters are part of the student (`LOSSES_KEY`): keep them once, as `loss_modules.*`.
+state = {k: v for k, v in whole(trainer.model).items() if not k.startswith(f"{LOSSES_KEY}.")}
+state |= {f"loss_modules.{k}": v for k, v in whole(trainer.loss_modules).items()}
 save_file(state, f"{config.output_dir}/rank{rank}.safetensors")
 report = {
     "world_size": trainer.args.world_size,
