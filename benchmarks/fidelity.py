@@ -51,6 +51,8 @@ DEEP = '{"num_hidden_layers": 4, "hidden_size": 128, "num_attention_heads": 2, "
 NARROW = '{"hidden_size": 128, "num_attention_heads": 4, "intermediate_size": 512}'
 TEACHER_NARROWED = ["--model_init", "teacher_layers", "--teacher_layers", "1", "5", "--model_config", NARROW,
                     "--learning_rate", "3e-4"]  # fmt: skip
+IMDB_TRANSFER = ["--transfer_dataset_name", "offline:imdb_sentences", "--max_transfer_samples", "50000",
+                 "--max_steps", "6000", "--warmup_steps", "600"]  # fmt: skip
 VARIANTS = {
     "plain": [],
     "soft_label": [],
@@ -81,6 +83,22 @@ VARIANTS = {
         "--embedding_init",
         "teacher",
         *IG_MATCHING_LIGHT,
+    ],  # fmt: skip
+    # 50,000 sentences of IMDB reviews as a transfer set (`offline:imdb_sentences`, the teacher's soft labels alone),
+    # with the steps to use them (6,000 of 32: 3 epochs of the 60k texts); on two initialisations, and on a student
+    # 4 teacher layers deep whose vocabulary is cut to the tokens of the texts (3.7M parameters).
+    "imdb_transfer": ["--embedding_init", "teacher", *IMDB_TRANSFER],
+    "teacher_narrowed_imdb": [*TEACHER_NARROWED, *IMDB_TRANSFER],
+    "deep_narrowed_imdb": [
+        *TEACHER_NARROWED,
+        *IMDB_TRANSFER,
+        "--teacher_layers",
+        "1",
+        "2",
+        "4",
+        "5",
+        "--prune_vocabulary",
+        "true",
     ],  # fmt: skip
     # A reference, not a candidate: a student as large as the teacher, from the same pretrained MiniLM, distilled with
     # soft labels alone (400 steps at a fine-tuning learning rate). How close the data lets a student come.
