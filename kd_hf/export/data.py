@@ -30,8 +30,7 @@ from .exporter import is_image_folder
 # texts), and the seed, which draws the held-out split and the `max_eval_samples` sample.
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataOptions)} - {
     "transfer_dataset_name", "transfer_data_files", "transfer_split", "max_transfer_samples", "augment_copies",
-    "augment_word_prob",
-    "augment_mask_prob", "max_train_samples", "max_eval_samples",
+    "augment_word_prob", "augment_mask_prob", "max_train_samples", "max_eval_samples",
 } | {"seed", "label_mapping"}  # fmt: skip
 
 

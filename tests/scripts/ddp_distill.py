@@ -75,7 +75,8 @@ if os.environ.get("KD_HF_GPU_PATHS_ON_CPU") == "1":
 config = parse_recipe(sys.argv[1:])
 trainer = run.distill(config)
 rank = trainer.args.process_index
-# Under FSDP2 and DeepSpeed the losses' parameters are part of the student (`LOSSES_KEY`): keep them once, as `loss_modules.*`.
+# Under FSDP2 and DeepSpeed the losses' parameters are part of the student (`LOSSES_KEY`): keep them once, as
+# `loss_modules.*`.
 state = {k: v for k, v in whole(trainer.model).items() if not k.startswith(f"{LOSSES_KEY}.")}
 state |= {f"loss_modules.{k}": v for k, v in whole(trainer.loss_modules).items()}
 save_file(state, f"{config.output_dir}/rank{rank}.safetensors")
