@@ -17,6 +17,10 @@ from transformers import (
     PretrainedConfig,
     PreTrainedModel,
 )
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
 
 from .models import (  # noqa: F401 (loading lived here: re-exported for existing imports)
     ADAPTER_CONFIG,
@@ -195,6 +199,34 @@ def _check_model_config(overrides: dict, config: PretrainedConfig, source: str) 
             )
 
 
+# What a student of another type keeps of its teacher's config, so that it reads the teacher's inputs.
+_INPUT_FIELDS = {
+    False: ("vocab_size", "pad_token_id", "max_position_embeddings", "type_vocab_size"),
+    True: ("image_size", "num_channels"),
+}
+
+
+def _config_of_another_type(teacher_config: PretrainedConfig, overrides: dict, image: bool) -> PretrainedConfig:
+    """The config of a student whose architecture differs from its teacher's (`model_config: {model_type: albert,
+    ...}`, e.g. ALBERT's narrow word table under wider layers): that type's defaults, the teacher's input fields
+    (its vocabulary and positions, or its image size and channels: the student reads the teacher's tokenizer or image
+    processor), then `overrides`."""
+    model_type = overrides["model_type"]
+    models = MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES if image else MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    if model_type not in models:
+        task = "image" if image else "text"
+        raise ValueError(
+            f"`model_config` has `model_type: {model_type}`, which has no {task} classification model in "
+            f"transformers ({auto_model_class(image).__name__}); choose a type that has, or drop `model_type` to keep "
+            f"the teacher's ({teacher_config.model_type})."
+        )
+    fresh = CONFIG_MAPPING[model_type]()
+    _check_model_config(overrides, fresh, f"a new {model_type} config")
+    inputs = {name: getattr(teacher_config, name) for name in _INPUT_FIELDS[image]
+              if hasattr(teacher_config, name) and hasattr(fresh, name)}  # fmt: skip
+    return AutoConfig.for_model(model_type, **{**inputs, **{k: v for k, v in overrides.items() if k != "model_type"}})
+
+
 def _check_checkpoint_widths(overrides: dict, config: PretrainedConfig, name: str) -> None:
     """A checkpoint's weights fit only its own widths: refuse `model_config` values that change them, before
     transformers fails on every tensor (or, for `num_attention_heads`, quietly splits the same weights differently)."""
@@ -271,8 +303,11 @@ def build_student(
     base = args.model_name_or_path or args.teacher_model_name_or_path
     if base is not None:
         config = AutoConfig.from_pretrained(resolve_model_path(base), trust_remote_code=args.trust_remote_code)
-        _check_model_config(overrides, config, f"the config of {base!r}")
-        config.update(overrides)
+        if args.model_name_or_path is None and overrides.get("model_type", config.model_type) != config.model_type:
+            config = _config_of_another_type(config, overrides, image)
+        else:
+            _check_model_config(overrides, config, f"the config of {base!r}")
+            config.update(overrides)
     else:
         model_type = overrides["model_type"]
         if model_type not in CONFIG_MAPPING:

@@ -76,7 +76,11 @@ def bert_folder(tmp_path, make_bert):
         ),
         (
             {"model_init": "config", "model_config": {"model_type": "vit"}},
-            r"`model_type: vit`.*keeps its type \(bert\)",
+            r"`model_type: vit`.*no text classification model.*drop `model_type` to keep the teacher's \(bert\)",
+        ),
+        (
+            {"model_init": "config", "model_config": {"model_type": "albert", "embeding_size": 8}},
+            r"`embeding_size`.*AlbertConfig.*did you mean `embedding_size`",
         ),
         (
             {"model_init": "config", "teacher_model_name_or_path": None, "model_config": {"model_type": "vitt"}},

@@ -94,6 +94,40 @@ def test_distill_starts_the_student_from_the_projected_embeddings(tiny_text_proj
     assert "initialised from the teacher's, projected to 16 dimensions" in caplog.text
 
 
+@pytest.mark.slow
+def test_a_student_of_another_type_reads_the_teachers_tokens_and_starts_from_its_embeddings(
+    tiny_text_project, tmp_path, caplog
+):
+    """ALBERT's word table, narrower than its layers, under a BERT teacher: built from ALBERT's defaults, the teacher's
+    vocabulary and positions, and the recipe's fields; trained and saved, it loads in plain transformers."""
+    from kd_hf.cli import main
+
+    albert = {"model_type": "albert", "embedding_size": 8, "hidden_size": 16, "num_hidden_layers": 2,
+              "num_hidden_groups": 2, "num_attention_heads": 2, "intermediate_size": 32}  # fmt: skip
+    recipe = tiny_text_project(model_init="config", model_config=albert, embedding_init="teacher", max_steps=2,
+                               save_strategy="no", explanation_examples=0)  # fmt: skip
+    with caplog.at_level("INFO", logger="kd_hf"):
+        main(["distill", str(recipe)])
+
+    assert "initialised from the teacher's, projected to 8 dimensions" in caplog.text
+    student = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    teacher = transformers.AutoConfig.from_pretrained(tmp_path / "teacher")
+    assert type(student).__name__ == "AlbertForSequenceClassification"
+    assert student.albert.embeddings.word_embeddings.weight.shape == (teacher.vocab_size, 8)
+    assert student.config.max_position_embeddings == teacher.max_position_embeddings  # the teacher's: 64, not 512
+    assert (student.config.hidden_size, len(student.albert.encoder.albert_layer_groups)) == (16, 2)
+
+
+def test_a_checkpoint_of_another_type_than_model_config_says_is_refused(tmp_path, make_bert):
+    from kd_hf.pairing import build_student
+
+    make_bert(layers=1).save_pretrained(tmp_path / "bert")
+    config = DistillationConfig(output_dir=str(tmp_path / "out"), report_to=[], model_init="config",
+                                model_name_or_path=str(tmp_path / "bert"), model_config={"model_type": "albert"})  # fmt: skip
+    with pytest.raises(ValueError, match=r"`model_type: albert`.*keeps its type \(bert\)"):
+        build_student(config, None, ["negative", "positive"])
+
+
 # `narrow_teacher_layers`: teacher layers cut to a narrower student by the teacher's activations (Minitron).
 
 
