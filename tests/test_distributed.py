@@ -17,6 +17,13 @@ NARROW = {
     "model_init": "config",
     "model_config": {"hidden_size": 16, "num_attention_heads": 2, "intermediate_size": 32},
 }
+# A ZeRO-3 config for the Trainer's DeepSpeed path; the tests add an optimizer or allow the Trainer's own.
+ZERO3 = {
+    "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
+    "gradient_clipping": "auto",
+}
 ATTRIBUTION = {"loss_type": ["soft_label", "attribution"], "loss_weights": [1.0, 1.0]}
 RECIPES = {
     "soft_label": {},
@@ -50,6 +57,17 @@ def torchrun(
 def assert_identical(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
     assert first.keys() == second.keys()
     assert all(torch.equal(first[key], second[key]) for key in first)
+
+
+def assert_trained_as_one_process(reports: list[dict], ranks: list[dict], single: dict) -> None:
+    """Both ranks end identical, with the student and the hidden-state projections of one process on the same global
+    batch, and the hidden-state loss fell."""
+    assert_identical(*ranks)
+    assert single.keys() == ranks[0].keys() and any(key.startswith("loss_modules.hidden_state.") for key in single)
+    for key in single:
+        torch.testing.assert_close(ranks[0][key], single[key], atol=1e-5, rtol=1e-4)
+    losses = [entry["hidden_state_loss"] for entry in reports[0]["log_history"] if "hidden_state_loss" in entry]
+    assert losses[-1] < losses[0]
 
 
 @pytest.mark.slow
@@ -176,12 +194,7 @@ def test_trainer_fsdp2_shards_teacher_student_and_loss_parameters_as_one_process
     for report in reports:
         assert report["distributed_type"] == "FSDP"
         assert report["student_parameter_class"] == report["teacher_parameter_class"] == "DTensor"
-    assert_identical(rank0, rank1)
-    assert single.keys() == rank0.keys() and any(key.startswith("loss_modules.hidden_state.") for key in single)
-    for key in single:
-        torch.testing.assert_close(rank0[key], single[key], atol=1e-5, rtol=1e-4)
-    losses = [entry["hidden_state_loss"] for entry in reports[0]["log_history"] if "hidden_state_loss" in entry]
-    assert losses[-1] < losses[0]
+    assert_trained_as_one_process(reports, [rank0, rank1], single)
     saved = load_file(tmp_path / "two" / "model.safetensors")
     assert saved.keys() == {key for key in single if not key.startswith("loss_modules.")}
     assert json.loads((tmp_path / "two" / "eval_results.json").read_text())["student"]["accuracy"] is not None
@@ -201,11 +214,7 @@ def test_trainer_deepspeed_zero3_trains_from_a_sharded_teacher_and_reports_on_th
     student trains, and the report after training reads the whole student saved and the whole teacher."""
     from transformers import AutoModelForSequenceClassification
 
-    zero3 = {
-        "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
-        "train_micro_batch_size_per_gpu": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
+    zero3 = ZERO3 | {
         "optimizer": {"type": "AdamW", "params": {"lr": "auto", "weight_decay": "auto", "torch_adam": True}},
     }
     (tmp_path / "zero3.json").write_text(json.dumps(zero3))
@@ -236,13 +245,7 @@ def test_trainer_deepspeed_zero3_trains_loss_parameters_with_the_student_as_one_
     # A student read from a folder: ZeRO-3 initialises one built from a config in partitions, with other numbers.
     make_bert(layers=2, seed=3, hidden=16).save_pretrained(tmp_path / "narrow")
     minilm_tokenizer.save_pretrained(tmp_path / "narrow")
-    zero3 = {
-        "zero_optimization": {"stage": 3, "stage3_gather_16bit_weights_on_model_save": True},
-        "train_micro_batch_size_per_gpu": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "zero_allow_untested_optimizer": True,  # the Trainer's own optimizer, as beside DeepSpeed
-    }
+    zero3 = ZERO3 | {"zero_allow_untested_optimizer": True}  # the Trainer's own optimizer, as beside DeepSpeed
     (tmp_path / "zero3.json").write_text(json.dumps(zero3))
     # As the FSDP2 test: SGD with momentum, no clipping (the projections count in the student's norm here too).
     common = dict(max_steps=4, save_steps=2, optim="sgd", optim_args="momentum=0.9", learning_rate=0.5)
@@ -259,12 +262,7 @@ def test_trainer_deepspeed_zero3_trains_loss_parameters_with_the_student_as_one_
     for report in reports:
         assert report["distributed_type"] == "DEEPSPEED"
         assert report["student_local_fraction"] == pytest.approx(0.5, abs=0.05)
-    assert_identical(rank0, rank1)
-    assert single.keys() == rank0.keys() and any(key.startswith("loss_modules.hidden_state.") for key in single)
-    for key in single:
-        torch.testing.assert_close(rank0[key], single[key], atol=1e-5, rtol=1e-4)
-    losses = [entry["hidden_state_loss"] for entry in reports[0]["log_history"] if "hidden_state_loss" in entry]
-    assert losses[-1] < losses[0]
+    assert_trained_as_one_process(reports, [rank0, rank1], single)
     assert not any(key.startswith(LOSSES_KEY) for key in load_file(tmp_path / "two" / "model.safetensors"))
     # transformers saves a student it loaded under ZeRO-3 with BERT's legacy names (`LayerNorm.gamma`), which it reads.
     saved, info = AutoModelForSequenceClassification.from_pretrained(tmp_path / "two", output_loading_info=True)

