@@ -8,6 +8,10 @@ on, and what the choice of levers may look at) is reported beside it.
 
     python benchmarks/fidelity.py --modality text --seeds 42 43 44            # make benchmark-fidelity
     python benchmarks/fidelity.py --modality text --variants soft_label embedding_init --seeds 42
+    python benchmarks/fidelity.py --modality text --variants soft_label --seeds 42 --alpha 0   # any recipe field
+
+Recipe fields given on the command line change every variant run, over the variant's own; a run records them, and
+the table shows it apart from the variant's runs without them.
 
 Writes `benchmarks/results/fidelity_<modality>.json` (per variant and seed: test accuracy, teacher accuracy,
 agreement, parameters, latency at batch 32, seconds per optimizer step averaged over the run and its ratio to `plain`,
@@ -101,7 +105,7 @@ VARIANTS = {
         "--learning_rate",
         "3e-4",
         *IMDB_TRANSFER,
-    ],  # fmt: skip  # fmt: skip
+    ],  # fmt: skip
     # A reference, not a candidate: a student as large as the teacher, from the same pretrained MiniLM, distilled with
     # soft labels alone (400 steps at a fine-tuning learning rate). How close the data lets a student come.
     "teacher_sized": ["--model_init", "checkpoint", "--model_name_or_path", "offline:all-MiniLM-L6-v2"]
@@ -170,9 +174,9 @@ def run_variant(cli, variant: str, fields: list[str], seed: int) -> dict:
     folder = os.path.join(cli.output_dir, cli.modality, f"{variant}-{seed}")
     common = [RECIPES[cli.modality], "--seed", str(seed), "--output_dir", folder, "--overwrite_output_dir", "true"]
     common += ["--save_strategy", "no", "--disable_tqdm", "true", "--explanation_examples", str(cli.explain_examples)]
-    common += ["--global_examples", "0", "--teacher_model_name_or_path", cli.teacher, *cli.overrides]
+    common += ["--global_examples", "0", "--teacher_model_name_or_path", cli.teacher]
     timer, start = StepTimer(), time.perf_counter()
-    args = parse_recipe([*common, *fields])
+    args = parse_recipe([*common, *fields, *cli.overrides])  # the command line's fields win over the variant's
     if variant == "plain":
         # The same student fine-tuned alone (the teacher's config made smaller, as the recipe builds it), then
         # reported against the teacher as `kd-hf distill` reports its students.
@@ -197,6 +201,7 @@ def run_variant(cli, variant: str, fields: list[str], seed: int) -> dict:
     spearman = (explanations.get("agreement") or {}).get("spearman") or {}
     return {
         "variant": variant,
+        "overrides": cli.overrides,
         "seed": seed,
         "test_accuracy": student["accuracy"],
         "teacher_test_accuracy": teacher["accuracy"],
@@ -227,13 +232,18 @@ def _spread(values: list[float], digits: int = 3) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def _setting(row: dict) -> tuple:
+    """What a run is a run of: its variant and the fields the command line changed on top of it."""
+    return row["variant"], tuple(row.get("overrides", ()))
+
+
 def table(rows: list[dict]) -> str:
     header = ["variant", "test acc", "teacher", "student/teacher", "agreement", "params (teacher/student)"]
     header += ["latency b=32 ms (speed-up)", "s/step (× plain)", "run min", "IG ρ [95% CI] (chance)", "validation acc"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     order = [*VARIANTS, *VISION_VARIANTS]  # the levers' order, whatever order the runs came in
-    for variant in sorted(dict.fromkeys(row["variant"] for row in rows), key=order.index):
-        runs = [row for row in rows if row["variant"] == variant]
+    for variant, overrides in sorted(dict.fromkeys(map(_setting, rows)), key=lambda key: (order.index(key[0]), key)):
+        runs = [row for row in rows if _setting(row) == (variant, overrides)]
         step = statistics.median(row["seconds_per_step"] for row in runs)
         plain = [row["seconds_per_step"] for row in rows if row["variant"] == plain_of(variant)]
         ratio = f" ({step / statistics.median(plain):.2f}×)" if plain else ""
@@ -247,7 +257,7 @@ def table(rows: list[dict]) -> str:
         speedup = statistics.median(row["teacher_latency_ms_batch_32"] / row["latency_ms_batch_32"] for row in runs)
         lines.append(
             "| " + " | ".join([
-                variant, _spread([r["test_accuracy"] for r in runs]), _spread([r["teacher_test_accuracy"] for r in runs]),
+                " ".join([variant, *overrides]), _spread([r["test_accuracy"] for r in runs]), _spread([r["teacher_test_accuracy"] for r in runs]),
                 _spread([r["accuracy_ratio"] for r in runs]), _spread([r["agreement"] for r in runs]),
                 f"{runs[0]['teacher_parameters'] / runs[0]['parameters']:.1f}×", f"{latency:.1f} ({speedup:.1f}×)",
                 f"{step:.3f}{ratio}", wall, ig, _spread([r["validation_accuracy"] for r in runs]),
@@ -257,7 +267,7 @@ def table(rows: list[dict]) -> str:
 
 
 def record(path: str, row: dict, cli) -> list[dict]:
-    """Add a run to the results file, replacing an earlier run of the same variant and seed and keeping the others
+    """Add a run to the results file, replacing an earlier run of the same setting and seed and keeping the others
     (also those that another process running beside this one wrote since); returns every run."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path + ".lock", "w") as lock:
@@ -268,7 +278,7 @@ def record(path: str, row: dict, cli) -> list[dict]:
                 rows = [
                     old
                     for old in json.load(file)["runs"]
-                    if (old["variant"], old["seed"]) != (row["variant"], row["seed"])
+                    if (_setting(old), old["seed"]) != (_setting(row), row["seed"])
                 ]
         rows.append(row)
         with open(path + ".tmp", "w") as file:

@@ -1,5 +1,6 @@
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from transformers import TrainingArguments
@@ -130,3 +131,30 @@ def test_explanation_recipes_are_the_ablation_variants_they_report(monkeypatch, 
     fields += ["learning_rate", "alpha", "temperature", "per_device_train_batch_size"]
     for field in fields:
         assert getattr(shipped, field) == getattr(measured, field), field
+
+
+def test_ablation_runs_with_command_line_fields_are_kept_and_shown_apart_from_the_variant(monkeypatch, tmp_path):
+    """A run of `fidelity.py soft_label --alpha 0` is not a run of `soft_label`: it must neither replace it in the
+    results file nor be averaged with it in the table."""
+    _ablation(monkeypatch, "text")
+    import fidelity
+
+    def run(seed, accuracy, overrides=()):
+        return {
+            "variant": "soft_label", "overrides": list(overrides), "seed": seed, "test_accuracy": accuracy,
+            "teacher_test_accuracy": 0.8, "accuracy_ratio": accuracy / 0.8, "agreement": 0.8, "parameters": 1,
+            "teacher_parameters": 5, "latency_ms_batch_32": 1.0, "teacher_latency_ms_batch_32": 5.0,
+            "seconds_per_step": 0.1, "ig_spearman": None, "validation_accuracy": accuracy,
+        }  # fmt: skip
+
+    cli = SimpleNamespace(modality="text", teacher="teacher")
+    path = str(tmp_path / "fidelity_text.json")
+    fidelity.record(path, run(42, 0.70), cli)
+    fidelity.record(path, run(42, 0.75, ["--alpha", "0"]), cli)
+    rows = fidelity.record(path, run(42, 0.72), cli)  # replaces the first run alone
+    assert sorted(row["test_accuracy"] for row in rows) == [0.72, 0.75]
+    lines = fidelity.table(rows).splitlines()[2:]
+    assert [line.split(" | ")[:2] for line in lines] == [
+        ["| soft_label", "0.720"],
+        ["| soft_label --alpha 0", "0.750"],
+    ]
