@@ -119,7 +119,11 @@ def test_every_ablation_variant_parses_into_its_modalitys_recipe(monkeypatch, mo
 
 @pytest.mark.parametrize(
     ("recipe", "modality", "variant"),
-    [("offline_text_explain.yaml", "text", "final"), ("offline_vision_explain.yaml", "vision", "ig_matching_long_w2")],
+    [
+        ("offline_text_explain.yaml", "text", "final"),
+        ("offline_text_albert_imdb.yaml", "text", "albert_imdb_soft"),
+        ("offline_vision_explain.yaml", "vision", "ig_matching_long_w2"),
+    ],
 )
 def test_explanation_recipes_are_the_ablation_variants_they_report(monkeypatch, recipe, modality, variant):
     """The figures in a recipe's header come from `benchmarks/fidelity.py`: its variant must train the same student."""
@@ -128,7 +132,8 @@ def test_explanation_recipes_are_the_ablation_variants_they_report(monkeypatch, 
     measured = parse_recipe([base, *variants[variant]])
     fields = ["loss_type", "loss_weights", "attribution_method", "attribution_n_steps", "attribution_batch_size"]
     fields += ["attribution_every", "teacher_cache", "embedding_init", "model_config", "max_steps", "warmup_steps"]
-    fields += ["learning_rate", "alpha", "temperature", "per_device_train_batch_size"]
+    fields += ["learning_rate", "alpha", "temperature", "per_device_train_batch_size", "transfer_dataset_name"]
+    fields += ["max_transfer_samples"]
     for field in fields:
         assert getattr(shipped, field) == getattr(measured, field), field
 
