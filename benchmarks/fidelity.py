@@ -60,6 +60,7 @@ ALBERT = ('{"model_type": "albert", "embedding_size": 64, "hidden_size": 224, "n
           '"hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}')  # fmt: skip
 IMDB_TRANSFER = ["--transfer_dataset_name", "offline:imdb_sentences", "--max_transfer_samples", "50000",
                  "--max_steps", "6000", "--warmup_steps", "600"]  # fmt: skip
+ALBERT_IMDB = ["--embedding_init", "teacher", "--model_config", ALBERT, "--learning_rate", "3e-4", *IMDB_TRANSFER]
 VARIANTS = {
     "plain": [],
     "soft_label": [],
@@ -97,19 +98,10 @@ VARIANTS = {
     "teacher_narrowed_imdb": [*TEACHER_NARROWED, *IMDB_TRANSFER],
     # The parameters of the word table moved into the layers: an ALBERT student (3.9M, 5.9x fewer) whose 64-wide
     # word table (the teacher's, projected) feeds 3 unshared layers of width 224, on the same transfer set.
-    "albert_imdb": [
-        "--embedding_init",
-        "teacher",
-        "--model_config",
-        ALBERT,
-        "--learning_rate",
-        "3e-4",
-        *IMDB_TRANSFER,
-    ],  # fmt: skip
+    "albert_imdb": ALBERT_IMDB,
     # The same student on the teacher's soft labels alone (`alpha: 0`): Rotten Tomatoes' hard labels, which the teacher
     # contradicts on some training snippets, no longer pull the student away from it.
-    "albert_imdb_soft": ["--embedding_init", "teacher", "--model_config", ALBERT, "--learning_rate", "3e-4"]
-    + ["--alpha", "0", *IMDB_TRANSFER],
+    "albert_imdb_soft": [*ALBERT_IMDB, "--alpha", "0"],
     # A reference, not a candidate: a student as large as the teacher, from the same pretrained MiniLM, distilled with
     # soft labels alone (400 steps at a fine-tuning learning rate). How close the data lets a student come.
     "teacher_sized": ["--model_init", "checkpoint", "--model_name_or_path", "offline:all-MiniLM-L6-v2"]
