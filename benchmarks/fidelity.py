@@ -233,6 +233,14 @@ def _setting(row: dict) -> tuple:
     return row["variant"], tuple(row.get("overrides", ()))
 
 
+def _plain_steps(rows: list[dict], variant: str, overrides: tuple) -> list[float]:
+    """Seconds per step of `variant`'s reference runs: `plain` of the same student, under the same command-line fields
+    where it ran under them, else under none."""
+    plain = [row for row in rows if row["variant"] == plain_of(variant)]
+    same = [row for row in plain if tuple(row.get("overrides", ())) == overrides]
+    return [row["seconds_per_step"] for row in same or [row for row in plain if not row.get("overrides")]]
+
+
 def table(rows: list[dict]) -> str:
     header = ["variant", "test acc", "teacher", "student/teacher", "agreement", "params (teacher/student)"]
     header += ["latency b=32 ms (speed-up)", "s/step (× plain)", "run min", "IG ρ [95% CI] (chance)", "validation acc"]
@@ -241,7 +249,7 @@ def table(rows: list[dict]) -> str:
     for variant, overrides in sorted(dict.fromkeys(map(_setting, rows)), key=lambda key: (order.index(key[0]), key)):
         runs = [row for row in rows if _setting(row) == (variant, overrides)]
         step = statistics.median(row["seconds_per_step"] for row in runs)
-        plain = [row["seconds_per_step"] for row in rows if row["variant"] == plain_of(variant)]
+        plain = _plain_steps(rows, variant, overrides)
         ratio = f" ({step / statistics.median(plain):.2f}×)" if plain else ""
         low = statistics.mean(row["ig_spearman_ci"][0] for row in runs) if runs[0]["ig_spearman"] is not None else None
         high = statistics.mean(row["ig_spearman_ci"][1] for row in runs) if low is not None else None

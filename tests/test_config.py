@@ -140,16 +140,16 @@ def test_explanation_recipes_are_the_ablation_variants_they_report(monkeypatch, 
 
 def test_ablation_runs_with_command_line_fields_are_kept_and_shown_apart_from_the_variant(monkeypatch, tmp_path):
     """A run of `fidelity.py soft_label --alpha 0` is not a run of `soft_label`: it must neither replace it in the
-    results file nor be averaged with it in the table."""
+    results file nor be averaged with it in the table, and its step cost is compared with `plain` under the same fields."""
     _ablation(monkeypatch, "text")
     import fidelity
 
-    def run(seed, accuracy, overrides=()):
+    def run(seed, accuracy, overrides=(), variant="soft_label", seconds_per_step=0.1):
         return {
-            "variant": "soft_label", "overrides": list(overrides), "seed": seed, "test_accuracy": accuracy,
+            "variant": variant, "overrides": list(overrides), "seed": seed, "test_accuracy": accuracy,
             "teacher_test_accuracy": 0.8, "accuracy_ratio": accuracy / 0.8, "agreement": 0.8, "parameters": 1,
             "teacher_parameters": 5, "latency_ms_batch_32": 1.0, "teacher_latency_ms_batch_32": 5.0,
-            "seconds_per_step": 0.1, "ig_spearman": None, "validation_accuracy": accuracy,
+            "seconds_per_step": seconds_per_step, "ig_spearman": None, "validation_accuracy": accuracy,
         }  # fmt: skip
 
     cli = SimpleNamespace(modality="text", teacher="teacher")
@@ -158,8 +158,14 @@ def test_ablation_runs_with_command_line_fields_are_kept_and_shown_apart_from_th
     fidelity.record(path, run(42, 0.75, ["--alpha", "0"]), cli)
     rows = fidelity.record(path, run(42, 0.72), cli)  # replaces the first run alone
     assert sorted(row["test_accuracy"] for row in rows) == [0.72, 0.75]
+    # Seconds per step against `plain` under the same fields where it ran under them, else against `plain` alone.
+    fidelity.record(path, run(42, 0.6, variant="plain", seconds_per_step=0.05), cli)
+    rows = fidelity.record(path, run(42, 0.6, ["--alpha", "0"], variant="plain", seconds_per_step=0.025), cli)
+    rows = fidelity.record(path, run(42, 0.76, ["--max_steps", "9"]), cli)
     lines = fidelity.table(rows).splitlines()[2:]
-    assert [line.split(" | ")[:2] for line in lines] == [
+    assert [line.split(" | ")[:2] for line in lines][2:] == [
         ["| soft_label", "0.720"],
         ["| soft_label --alpha 0", "0.750"],
+        ["| soft_label --max_steps 9", "0.760"],
     ]
+    assert [line.split(" | ")[7] for line in lines][2:] == ["0.100 (2.00×)", "0.100 (4.00×)", "0.100 (2.00×)"]
