@@ -94,6 +94,25 @@ def test_trainer_with_teacher_cache_never_runs_the_teacher_while_training(
     assert all(log["soft_label_loss"] > 0 and log["attribution_loss"] > 0 for log in logs)
 
 
+def test_teacher_cache_is_skipped_when_every_step_runs_the_teacher(
+    make_bert, on_disk, distill_args, minilm_tokenizer, caplog
+):
+    """Hidden states need the live teacher at every step, which also gives the logits: a cache would go unread."""
+    teacher = make_bert(seed=1)
+    args = distill_args(loss_type=["soft_label", "hidden_state"], teacher_cache=True, max_steps=2)
+    with caplog.at_level("WARNING", logger="kd_hf"):
+        trainer = DistillationTrainer(
+            model=make_bert(seed=2), teacher_model=teacher, args=args, train_dataset=on_disk,
+            data_collator=DistillationDataCollator(minilm_tokenizer),
+        )  # fmt: skip
+    assert "teacher_logits" not in trainer.train_dataset.column_names
+    assert "`teacher_cache` skipped" in caplog.text and "hidden_state" in caplog.text
+    calls = _count_calls(teacher)
+    trainer.train()
+    assert len(calls) == 2
+    assert all(log["hidden_state_loss"] > 0 for log in trainer.state.log_history if "loss" in log)
+
+
 def test_cached_and_live_teacher_give_the_same_loss(make_bert, on_disk, distill_args, minilm_tokenizer):
     teacher, student = make_bert(seed=1), make_bert(seed=2).train()
     collator = DistillationDataCollator(minilm_tokenizer)

@@ -31,7 +31,9 @@ class ObjectiveOptions(RecipeOptions):
         metadata={
             "help": "Run the teacher once over the train and eval sets and store its logits (and attributions, with "
             "the `attribution` loss) with the dataset; later epochs and runs with the same teacher and data skip it. "
-            "A dataset with an on-the-fly transform (random augmentation) or a stream stays uncached, with a warning."
+            "A dataset with an on-the-fly transform (random augmentation) or a stream stays uncached, with a warning; so "
+            "do the logits when a loss reads the teacher's internals (attention maps, hidden states), which need "
+            "the teacher at every step."
         },
     )
     label_mapping: dict | str | None = field(

@@ -8,6 +8,7 @@ teacher cache (`kd_hf.teacher_cache`), and asks both models for the outputs and 
 
 import copy
 import inspect
+import logging
 
 import torch
 from torch.distributed.fsdp import FSDPModule
@@ -17,6 +18,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from ..data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, model_inputs
 from ..explain.gradients import gradient_attribution
 from ..teacher_cache import cache_teacher_outputs
+
+
+logger = logging.getLogger(__name__)
 
 
 def prepare_deepspeed(model: PreTrainedModel, accelerator) -> torch.nn.Module:
@@ -46,7 +50,8 @@ class FrozenTeacherTrainer(Trainer):
     """A `Trainer` mixin that runs the frozen teacher beside the student.
 
     It reads what `DistillationTrainer.__init__` sets: `teacher` (placed, in eval mode), `teacher_label_order`,
-    `required_outputs` (the outputs the losses read) and `recorders` (the forward hooks that collect the others).
+    `required_outputs` (the outputs the losses read), `loss_needs` (each loss's) and `recorders` (the forward hooks
+    that collect the others).
     """
 
     def _cache_teacher_outputs(self) -> None:
@@ -54,6 +59,16 @@ class FrozenTeacherTrainer(Trainer):
             raise NotImplementedError(
                 "`teacher_cache` needs the whole teacher on each process; turn it off under DeepSpeed."
             )
+        live = sorted(name for name, needs in self.loss_needs.items() if needs - {"attributions"})
+        if live and "attributions" not in self.required_outputs:
+            # `teacher_outputs` runs the teacher at every step for these losses and takes its logits from that pass.
+            logger.warning(
+                "`teacher_cache` skipped: the %s loss(es) read the teacher's internals, so it runs at every step and "
+                "cached logits would go unread. Leave out `teacher_cache`, or use it with `soft_label` and "
+                "`attribution` alone.",
+                live,
+            )
+            return
         teacher = self.accelerator.unwrap_model(self.teacher)
         settings = self._attribution_settings(teacher=True)
         options = dict(
