@@ -59,14 +59,13 @@ class FrozenTeacherTrainer(Trainer):
             raise NotImplementedError(
                 "`teacher_cache` needs the whole teacher on each process; turn it off under DeepSpeed."
             )
-        live = sorted(name for name, needs in self.loss_needs.items() if needs - {"attributions"})
-        if live and "attributions" not in self.required_outputs:
-            # `teacher_outputs` runs the teacher at every step for these losses and takes its logits from that pass.
+        if self._reads_teacher_internals and "attributions" not in self.required_outputs:
+            # `teacher_outputs` then takes the teacher's logits from its pass at every step.
             logger.warning(
                 "`teacher_cache` skipped: the %s loss(es) read the teacher's internals, so it runs at every step and "
                 "cached logits would go unread. Leave out `teacher_cache`, or use it with `soft_label` and "
                 "`attribution` alone.",
-                live,
+                sorted(name for name, needs in self.loss_needs.items() if needs - {"attributions"}),
             )
             return
         teacher = self.accelerator.unwrap_model(self.teacher)
@@ -95,6 +94,12 @@ class FrozenTeacherTrainer(Trainer):
             dict.fromkeys(self._signature_columns + teacher_columns + [*TEACHER_CACHE_COLUMNS, *WORD_INDEX_COLUMNS])
         )
 
+    @property
+    def _reads_teacher_internals(self) -> bool:
+        """Whether a loss reads the teacher's attention maps, hidden states or hooked outputs, which only a forward
+        pass at every step gives (a cache holds logits and attributions)."""
+        return bool(self.required_outputs - {"attributions"} or self.recorders)
+
     def _attribution_settings(self, teacher: bool) -> dict:
         """`gradient_attribution`'s settings for one side: the recipe's method and steps, and the special tokens of
         that side's tokenizer, which the text baseline of integrated gradients keeps (as `kd_hf.explain` does)."""
@@ -118,7 +123,7 @@ class FrozenTeacherTrainer(Trainer):
         examples (all by default) are attributed.
         """
         cached_all = "teacher_logits" in inputs and (not attribute or "teacher_attributions" in inputs)
-        if cached_all and not self.required_outputs - {"attributions"} and not self.recorders:
+        if cached_all and not self._reads_teacher_internals:
             outputs = SequenceClassifierOutput(logits=inputs["teacher_logits"])
         else:
             outputs = self._run_teacher(inputs, attribute and "teacher_attributions" not in inputs, rows)
@@ -146,7 +151,7 @@ class FrozenTeacherTrainer(Trainer):
             )
             outputs = type(outputs)(**{k: _detach(v) for k, v in outputs.items()})
             outputs.attributions = attributions.detach()
-        elif self.required_outputs - {"attributions"} or self.recorders or self.is_deepspeed_enabled or sharded:
+        elif self._reads_teacher_internals or self.is_deepspeed_enabled or sharded:
             # Attention maps and hidden states are used as they come, without a copy; `inference_mode` tensors could
             # not be saved for the student's backward pass. DeepSpeed and FSDP2 gather shards in place, also refused.
             with torch.no_grad():
