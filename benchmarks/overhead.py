@@ -9,6 +9,9 @@ initialisation for `--steps` optimizer steps, in one process:
 - `cached`: kd_hf with `teacher_cache: true` (teacher logits computed once, read at every step);
 - `attribution_1`, `attribution_4`: kd_hf with `loss_type: [soft_label, attribution]` (weights 1, 0.2, as in
   `recipes/offline_text_attribution.yaml`) from cached teacher logits and attributions, every step / every 4 steps;
+- `intermediate`: kd_hf with TinyBERT's attention-map and hidden-state losses beside the soft labels, the teacher
+  run at every step (it gives the internals they match);
+- `two_stage`: the same for the first sixth of the steps (`loss_steps`), then the soft labels alone from the cache;
 - `naive`: the transformers knowledge-distillation task guide's pattern, a `Trainer` whose `compute_loss` runs
   `self.teacher(**inputs)` under `no_grad` and mixes `KLDivLoss` at temperature T with the cross-entropy;
 - `textbrewer`: TextBrewer's `BasicDistiller` on the same teacher, student, data, batch size, temperature, loss
@@ -73,6 +76,14 @@ TEXTBREWER_INSTALL = (
 
 ALTERNATING_BATCHES = 12  # batches per round of the same-batch check
 
+# TinyBERT's intermediate losses as `fidelity.py` measures them on the ALBERT student: attention maps (KL, heads
+# averaged) and hidden states (MSE through a learned projection) of uniformly paired layers, beside the soft labels.
+INTERMEDIATE = ["--loss_type", "soft_label", "attention", "hidden_state", "--loss_weights", "1", "1", "1",
+                "--layer_map", "uniform", "--attention_loss", "kl", "--attention_heads", "average",
+                "--hidden_state_loss", "mse"]  # fmt: skip
+# `two_stage` runs them for the first `steps // TWO_STAGE_PART` steps (`loss_steps`), soft labels from the cache after.
+TWO_STAGE_PART = 6
+
 # name: (row label, kd_hf recipe overrides or a runner name)
 VARIANTS = {
     "plain": ("plain fine-tuning, no teacher (`Trainer`)", None),
@@ -86,6 +97,10 @@ VARIANTS = {
     "attribution_4": ("kd_hf + attribution every 4 steps (cached teacher)", ["--teacher_cache", "true",
                       "--loss_type", "soft_label", "attribution", "--loss_weights", "1", "0.2",
                       "--attribution_every", "4"]),
+    "intermediate": ("kd_hf + attention maps and hidden states (live teacher)", [*INTERMEDIATE, "--teacher_cache",
+                     "false"]),
+    "two_stage": (f"kd_hf, two stages: the intermediate losses for the first 1/{TWO_STAGE_PART} of the steps, then the "
+                  "cached teacher", [*INTERMEDIATE, "--teacher_cache", "true"]),
     "naive": ("naive HF-style KD `Trainer` (task guide), live teacher", None),
     "textbrewer": ("TextBrewer 0.2.1 `BasicDistiller`, live teacher", None),
 }  # fmt: skip
@@ -271,6 +286,9 @@ def main():
     for name in tqdm(cli.variants, desc="variants"):
         label, variant_overrides = VARIANTS[name]
         output_dir = os.path.join(cli.output_dir, name)
+        if name == "two_stage":
+            first = str(cli.steps // TWO_STAGE_PART)
+            variant_overrides = [*variant_overrides, "--loss_steps", "0", first, first]
         args = parse_recipe([cli.recipe, *overrides, "--output_dir", output_dir, *(variant_overrides or [])])
         set_seed(cli.seed)
         student = build_student(args, None, labels)  # the same initialisation for every variant
@@ -377,6 +395,7 @@ def main():
         ("bf16 live teacher faster than TextBrewer (median)", lambda: median["live_bf16"] < median["textbrewer"],
          "live_bf16", "textbrewer"),
         ("attribution every 4 steps ≤ 1.5 × plain (mean)", lambda: mean["attribution_4"] <= 1.5, "attribution_4"),
+        ("two stages ≤ 1.5 × plain (mean)", lambda: mean["two_stage"] <= 1.5, "two_stage"),
     ]  # fmt: skip
     print()
     for aim, check, *needed in aims:

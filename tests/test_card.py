@@ -208,3 +208,12 @@ def test_a_student_trained_on_another_attribution_is_also_judged_by_it(tiny_text
     main(["distill", str(tiny_text_project(attribution_method="integrated_gradients", attribution_n_steps=2,
                                            overwrite_output_dir=True, **fields))])  # fmt: skip
     assert "trained_method" not in json.loads((student / "eval_results.json").read_text())["explanations"]
+
+
+def test_the_card_reports_loss_steps_only_when_a_loss_stopped_early(distill_args, make_bert):
+    def card_text(**fields):
+        return render_card(card_facts(distill_args(**fields), make_bert(), results=None, steps=10)).text
+
+    two_stages = card_text(loss_type=["soft_label", "hidden_state"], loss_steps=[0, 4])
+    assert "| optimizer steps each loss trained for (0 = the whole run) | 0, 4 |" in two_stages
+    assert "optimizer steps each loss trained for" not in card_text(loss_type=["soft_label", "hidden_state"])

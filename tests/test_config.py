@@ -27,6 +27,9 @@ def test_every_field_has_help():
         ({"loss_type": ["soft_label", "telepathy"]}, r"Unknown loss \['telepathy'\].*registered losses"),
         ({"loss_weights": [1.0, 2.0]}, "one weight per loss"),
         ({"loss_weights": [-1.0]}, ">= 0"),
+        ({"loss_steps": [0, 100]}, "one step count per loss"),
+        ({"loss_steps": [-1]}, r"`loss_steps` must be >= 0"),
+        ({"alpha": 0.0, "loss_steps": [100]}, "nothing trains the student after step 100"),
         ({"temperature": 0.0}, r"`temperature` must be > 0"),
         ({"temperature": -2.0}, r"`temperature` must be > 0"),
         ({"alpha": 1.5}, r"`alpha` must be in \[0, 1\], got 1.5; the hard-label weight"),
@@ -54,7 +57,7 @@ def test_invalid_values_are_rejected_with_the_allowed_range(tmp_path, overrides,
 
 def test_defaults_fill_one_weight_per_loss(tmp_path):
     config = DistillationConfig(output_dir=str(tmp_path), model_name_or_path="m")
-    assert config.loss_type == ["soft_label"] and config.loss_weights == [1.0]
+    assert config.loss_type == ["soft_label"] and config.loss_weights == [1.0] and config.loss_steps == [0]
     assert not config.is_image_task
 
 

@@ -113,6 +113,32 @@ def test_teacher_cache_is_skipped_when_every_step_runs_the_teacher(
     assert all(log["hidden_state_loss"] > 0 for log in trainer.state.log_history if "loss" in log)
 
 
+def test_losses_stopped_by_loss_steps_hand_the_rest_of_the_run_to_the_cache(
+    make_bert, on_disk, distill_args, minilm_tokenizer, caplog
+):
+    """Two stages (TinyBERT's): hidden states for the first 2 steps, with the live teacher; soft labels throughout, from
+    the cache once the hidden states stop."""
+    teacher = make_bert(seed=1)
+    args = distill_args(loss_type=["soft_label", "hidden_state"], loss_steps=[0, 2], teacher_cache=True, max_steps=5)
+    with caplog.at_level("WARNING", logger="kd_hf"):
+        trainer = DistillationTrainer(
+            model=make_bert(seed=2), teacher_model=teacher, args=args, train_dataset=on_disk,
+            data_collator=DistillationDataCollator(minilm_tokenizer),
+        )  # fmt: skip
+    assert "teacher_logits" in trainer.train_dataset.column_names
+    assert "`teacher_cache` skipped" not in caplog.text
+    calls = _count_calls(teacher)
+    asked = []
+    trainer.model.register_forward_pre_hook(lambda _, args, kwargs: asked.append(kwargs), with_kwargs=True)
+    trainer.train()
+    assert len(calls) == 2  # steps 0 and 1
+    # Neither model is asked for hidden states once their loss has stopped.
+    assert [bool(kwargs.get("output_hidden_states")) for kwargs in asked] == [True, True, False, False, False]
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert [("hidden_state_loss" in log) for log in logs] == [True, True, False, False, False]
+    assert all(log["soft_label_loss"] > 0 for log in logs)
+
+
 def test_cached_and_live_teacher_give_the_same_loss(make_bert, on_disk, distill_args, minilm_tokenizer):
     teacher, student = make_bert(seed=1), make_bert(seed=2).train()
     collator = DistillationDataCollator(minilm_tokenizer)

@@ -23,6 +23,7 @@ _OBJECTIVE_FIELDS = {
     "teacher_combination": "teachers combined by",
     "loss_type": "losses",
     "loss_weights": "loss weights",
+    "loss_steps": "optimizer steps each loss trained for (0 = the whole run)",
     "alpha": "hard-label (cross-entropy) weight alpha",
 }
 _RUN_FIELDS = {
@@ -200,6 +201,8 @@ def card_facts(
         shown.add("teacher_layers")
     if args.embedding_init != "random":
         shown.add("embedding_init")
+    if any(args.loss_steps):
+        shown.add("loss_steps")
     shown |= {name for name in ("prune_vocabulary", "augment_copies") if getattr(args, name)}
     shown |= {name for name in ("transfer_dataset_name", "transfer_data_files") if getattr(args, name)}
     if args.has_transfer_set and args.max_transfer_samples:

@@ -19,6 +19,16 @@ class ObjectiveOptions(RecipeOptions):
     loss_weights: list[float] | None = field(
         default=None, metadata={"help": "One weight per `loss_type` entry; `None` gives every loss weight 1."}
     )
+    loss_steps: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "One per `loss_type` entry: the optimizer steps that loss trains for, from the start; 0 (and "
+            "`None`, for every loss) is the whole run. `[0, 1000, 1000]` with `[soft_label, attention, hidden_state]` "
+            "is TinyBERT's two stages: the teacher's attention maps and hidden states for 1,000 steps, its soft labels "
+            "throughout. Once no loss reads the teacher's internals, `teacher_cache` serves its logits and the teacher "
+            "stops running.",
+        },
+    )
     alpha: float = field(
         default=0.5,
         metadata={
@@ -32,8 +42,8 @@ class ObjectiveOptions(RecipeOptions):
             "help": "Run the teacher once over the train and eval sets and store its logits (and attributions, with "
             "the `attribution` loss) with the dataset; later epochs and runs with the same teacher and data skip it. "
             "A dataset with an on-the-fly transform (random augmentation) or a stream stays uncached, with a warning; so "
-            "do the logits when a loss reads the teacher's internals (attention maps, hidden states), which need "
-            "the teacher at every step."
+            "do the logits when a loss reads the teacher's internals (attention maps, hidden states) for the whole "
+            "run, which needs the teacher at every step; stopped early by `loss_steps`, the cache serves the rest."
         },
     )
     label_mapping: dict | str | None = field(
@@ -89,3 +99,18 @@ class ObjectiveOptions(RecipeOptions):
             )
         if any(weight < 0 for weight in self.loss_weights):
             raise ValueError(f"`loss_weights` must be >= 0, got {self.loss_weights}.")
+        if self.loss_steps is None:
+            self.loss_steps = [0] * len(self.loss_type)
+        if len(self.loss_steps) != len(self.loss_type):
+            raise ValueError(
+                f"`loss_steps` has {len(self.loss_steps)} entries but `loss_type` has {len(self.loss_type)} "
+                f"({self.loss_type}); give one step count per loss (0 = the whole run)."
+            )
+        if any(steps < 0 for steps in self.loss_steps):
+            raise ValueError(f"`loss_steps` must be >= 0 (0 = the whole run), got {self.loss_steps}.")
+        if self.alpha == 0 and all(self.loss_steps):
+            raise ValueError(
+                f"With `alpha: 0` and `loss_steps` {self.loss_steps}, nothing trains the student after step "
+                f"{max(self.loss_steps)}: set one loss's steps to 0 (the whole run), or raise `alpha` so that the hard "
+                "labels train it from there."
+            )

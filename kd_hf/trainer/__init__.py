@@ -208,11 +208,17 @@ class DistillationTrainer(
                 "`kd_hf.data.tokenize_for_pair(..., teacher_tokenizer=...)`, which adds the `word_index` columns."
             )
 
-    def _attribute_now(self, model) -> bool:
-        """Attribution losses run every `attribution_every` optimizer steps in training, and always in evaluation."""
-        if "attributions" not in self.required_outputs:
-            return False
-        return not model.training or self.state.global_step % self.args.attribution_every == 0
+    def _losses_now(self, model) -> dict:
+        """The losses of this step: those whose `loss_steps` have not run out at the current optimizer step (in
+        evaluation too, so that its loss is the one being trained), attribution losses every `attribution_every`
+        optimizer steps in training and always in evaluation."""
+        step = self.state.global_step
+        attribute = not model.training or step % self.args.attribution_every == 0
+        return {
+            name: loss
+            for (name, loss), steps in zip(self.losses.items(), self.args.loss_steps)
+            if (not steps or step < steps) and (attribute or "attributions" not in self.loss_needs[name])
+        }
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """`alpha * CE + (1 - alpha) * sum_i w_i * loss_i`, each part logged; normalised over the accumulated batch.
@@ -224,28 +230,25 @@ class DistillationTrainer(
         args = self.args
         student_inputs = model_inputs(inputs)
         labels = inputs.get("labels")
-        attribute = self._attribute_now(model)
+        active = self._losses_now(model)
+        needs = frozenset().union(*(self.loss_needs[name] for name in active))
+        attribute = "attributions" in needs
         rows = args.attribution_batch_size if model.training else None
-        teacher_outputs = self.teacher_outputs(inputs, attribute, rows)
+        teacher_outputs = self.teacher_outputs(inputs, attribute, rows, needs)
         if attribute:
             # One forward pass gives the student's logits and, through a graph kept for the double backward, its
             # attribution of the teacher's top-1 class (on the first `rows` examples).
             target = teacher_outputs.logits.argmax(-1)
             attributions, outputs = gradient_attribution(
                 model, student_inputs, target, create_graph=model.training, rows=rows,
-                **self._attribution_settings(teacher=False), **self._forward_kwargs(),
+                **self._attribution_settings(teacher=False), **self._forward_kwargs(needs),
             )  # fmt: skip
             outputs.attributions = attributions
         else:
-            outputs = model(**student_inputs, **self._forward_kwargs())
+            outputs = model(**student_inputs, **self._forward_kwargs(needs))
         for name, (recorder, _) in self.recorders.items():
             setattr(outputs, name, recorder.pop())
 
-        active = {
-            name: loss
-            for name, loss in self.losses.items()
-            if attribute or "attributions" not in self.loss_needs[name]
-        }
         parts = {
             name: self._on_attributed_rows(loss, outputs, teacher_outputs, inputs)
             if "attributions" in self.loss_needs[name]
@@ -253,7 +256,9 @@ class DistillationTrainer(
             for name, loss in active.items()
         }
         weights = dict(zip(args.loss_type, args.loss_weights))
-        distillation = (1 - args.alpha) * sum(weights[name] * value for name, value in parts.items())
+        # Zero once every loss's `loss_steps` have run out: the hard labels alone train from there.
+        zero = outputs.logits.new_zeros(())
+        distillation = (1 - args.alpha) * sum((weights[name] * value for name, value in parts.items()), zero)
         gathered = num_items_in_batch is not None
         if not gathered:
             num_items_in_batch = self._get_num_items_in_batch([inputs], outputs.logits.device, gather=False)

@@ -59,13 +59,15 @@ class FrozenTeacherTrainer(Trainer):
             raise NotImplementedError(
                 "`teacher_cache` needs the whole teacher on each process; turn it off under DeepSpeed."
             )
-        if self._reads_teacher_internals and "attributions" not in self.required_outputs:
+        throughout = [name for name, steps in zip(self.args.loss_type, self.args.loss_steps) if not steps]
+        internal = [name for name in throughout if _reads_internals(self.loss_needs[name])]
+        if internal and "attributions" not in self.required_outputs:
             # `teacher_outputs` then takes the teacher's logits from its pass at every step.
             logger.warning(
-                "`teacher_cache` skipped: the %s loss(es) read the teacher's internals, so it runs at every step and "
-                "cached logits would go unread. Leave out `teacher_cache`, or use it with `soft_label` and "
-                "`attribution` alone.",
-                sorted(name for name, needs in self.loss_needs.items() if needs - {"attributions"}),
+                "`teacher_cache` skipped: the %s loss(es) read the teacher's internals for the whole run, so it runs "
+                "at every step and cached logits would go unread. Leave out `teacher_cache`, use it with `soft_label` "
+                "and `attribution` alone, or stop those losses early with `loss_steps`.",
+                internal,
             )
             return
         teacher = self.accelerator.unwrap_model(self.teacher)
@@ -94,12 +96,6 @@ class FrozenTeacherTrainer(Trainer):
             dict.fromkeys(self._signature_columns + teacher_columns + [*TEACHER_CACHE_COLUMNS, *WORD_INDEX_COLUMNS])
         )
 
-    @property
-    def _reads_teacher_internals(self) -> bool:
-        """Whether a loss reads the teacher's attention maps, hidden states or hooked outputs, which only a forward
-        pass at every step gives (a cache holds logits and attributions)."""
-        return bool(self.required_outputs - {"attributions"} or self.recorders)
-
     def _attribution_settings(self, teacher: bool) -> dict:
         """`gradient_attribution`'s settings for one side: the recipe's method and steps, and the special tokens of
         that side's tokenizer, which the text baseline of integrated gradients keeps (as `kd_hf.explain` does)."""
@@ -112,28 +108,34 @@ class FrozenTeacherTrainer(Trainer):
             "special_ids": tuple(getattr(tokenizer, "all_special_ids", ())),
         }
 
-    def _forward_kwargs(self) -> dict:
-        return {f"output_{name}": True for name in self.required_outputs - {"attributions"}}
+    def _forward_kwargs(self, needs: frozenset[str]) -> dict:
+        """The `output_*` flags asking a model for what the losses in `needs` read (hooked outputs come by hooks)."""
+        return {f"output_{name}": True for name in (needs & self.required_outputs) - {"attributions"}}
 
-    def teacher_outputs(self, inputs: dict, attribute: bool = False, rows: int | None = None):
+    def teacher_outputs(
+        self, inputs: dict, attribute: bool = False, rows: int | None = None, needs: frozenset[str] | None = None
+    ):
         """The teacher's outputs on `inputs` (its own `teacher_` inputs when present), logits in student label order.
 
         Cached teacher logits and attributions (`kd_hf.teacher_cache`) are used when the batch holds them; the
-        teacher then runs only if a loss needs more (attentions, hidden states). With `attribute`, the first `rows`
-        examples (all by default) are attributed.
+        teacher then runs only if a loss needs more (attentions, hidden states). `needs` is what the losses of this
+        step read (`loss_needs`; by default, every loss's). With `attribute`, the first `rows` examples (all by
+        default) are attributed.
         """
+        if needs is None:
+            needs = frozenset().union(*self.loss_needs.values())
         cached_all = "teacher_logits" in inputs and (not attribute or "teacher_attributions" in inputs)
-        if cached_all and not self._reads_teacher_internals:
+        if cached_all and not _reads_internals(needs):
             outputs = SequenceClassifierOutput(logits=inputs["teacher_logits"])
         else:
-            outputs = self._run_teacher(inputs, attribute and "teacher_attributions" not in inputs, rows)
+            outputs = self._run_teacher(inputs, attribute and "teacher_attributions" not in inputs, rows, needs)
         if attribute and "teacher_attributions" in inputs:
             outputs.attributions = inputs["teacher_attributions"]
         if self.teacher_label_order is not None:
             outputs.logits = outputs.logits[:, self.teacher_label_order]
         return outputs
 
-    def _run_teacher(self, inputs: dict, attribute: bool, rows: int | None = None):
+    def _run_teacher(self, inputs: dict, attribute: bool, rows: int | None, needs: frozenset[str]):
         sharded = isinstance(self.teacher, FSDPModule)  # `shard_teacher`
         teacher_inputs = model_inputs(inputs, teacher=True) or model_inputs(inputs)
         # Pixels come in the student's precision; a teacher loaded in bf16 needs them in its own.
@@ -147,26 +149,32 @@ class FrozenTeacherTrainer(Trainer):
                 None,
                 rows=rows,
                 **self._attribution_settings(teacher=True),
-                **self._forward_kwargs(),
+                **self._forward_kwargs(needs),
             )
             outputs = type(outputs)(**{k: _detach(v) for k, v in outputs.items()})
             outputs.attributions = attributions.detach()
-        elif self._reads_teacher_internals or self.is_deepspeed_enabled or sharded:
+        elif _reads_internals(needs) or self.is_deepspeed_enabled or sharded:
             # Attention maps and hidden states are used as they come, without a copy; `inference_mode` tensors could
             # not be saved for the student's backward pass. DeepSpeed and FSDP2 gather shards in place, also refused.
             with torch.no_grad():
-                outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
+                outputs = self.teacher(**teacher_inputs, **self._forward_kwargs(needs))
             if sharded:
                 self.teacher.reshard()  # FSDP2 keeps the root's weights gathered when no backward pass follows
         else:
             # Logits alone: `inference_mode` keeps no graph, no activations and no version counters for the teacher;
             # the logits (a few numbers per example) are cloned out of it so that any loss may save them.
             with torch.inference_mode():
-                outputs = self.teacher(**teacher_inputs, **self._forward_kwargs())
+                outputs = self.teacher(**teacher_inputs, **self._forward_kwargs(needs))
             outputs = type(outputs)(logits=outputs.logits.clone())
         for name, (_, recorder) in self.recorders.items():
             setattr(outputs, name, recorder.pop())
         return outputs
+
+
+def _reads_internals(needs: frozenset[str]) -> bool:
+    """Whether losses needing `needs` read the teacher's attention maps, hidden states or hooked outputs, which only
+    its forward pass at that step gives (a cache holds logits and attributions)."""
+    return bool(needs - {"attributions"})
 
 
 def _detach(value):
