@@ -90,27 +90,25 @@ class ObjectiveOptions(RecipeOptions):
                 f"was registered after `kd_hf.config` was imported): use a config that has them, e.g. "
                 f"`@dataclass class MyConfig({options}, DistillationConfig): pass`."
             )
-        if self.loss_weights is None:
-            self.loss_weights = [1.0] * len(self.loss_type)
-        if len(self.loss_weights) != len(self.loss_type):
-            raise ValueError(
-                f"`loss_weights` has {len(self.loss_weights)} entries but `loss_type` has {len(self.loss_type)} "
-                f"({self.loss_type}); give one weight per loss."
-            )
-        if any(weight < 0 for weight in self.loss_weights):
-            raise ValueError(f"`loss_weights` must be >= 0, got {self.loss_weights}.")
-        if self.loss_steps is None:
-            self.loss_steps = [0] * len(self.loss_type)
-        if len(self.loss_steps) != len(self.loss_type):
-            raise ValueError(
-                f"`loss_steps` has {len(self.loss_steps)} entries but `loss_type` has {len(self.loss_type)} "
-                f"({self.loss_type}); give one step count per loss (0 = the whole run)."
-            )
-        if any(steps < 0 for steps in self.loss_steps):
-            raise ValueError(f"`loss_steps` must be >= 0 (0 = the whole run), got {self.loss_steps}.")
+        self._fill_per_loss("loss_weights", 1.0, "one weight per loss")
+        self._fill_per_loss("loss_steps", 0, "one step count per loss (0 = the whole run)")
         if self.alpha == 0 and all(self.loss_steps):
             raise ValueError(
                 f"With `alpha: 0` and `loss_steps` {self.loss_steps}, nothing trains the student after step "
                 f"{max(self.loss_steps)}: set one loss's steps to 0 (the whole run), or raise `alpha` so that the hard "
                 "labels train it from there."
             )
+
+    def _fill_per_loss(self, name: str, default, what: str) -> None:
+        """Check a field that holds one number >= 0 per `loss_type` entry; `None` gives every loss `default`."""
+        values = getattr(self, name)
+        if values is None:
+            values = [default] * len(self.loss_type)
+            setattr(self, name, values)
+        if len(values) != len(self.loss_type):
+            raise ValueError(
+                f"`{name}` has {len(values)} entries but `loss_type` has {len(self.loss_type)} ({self.loss_type}); "
+                f"give {what}."
+            )
+        if any(value < 0 for value in values):
+            raise ValueError(f"`{name}` must be >= 0, got {values}.")
