@@ -289,3 +289,47 @@ def test_accelerate_launch_runs_the_cli_module(tiny_text_project, tmp_path):
     assert "eval_teacher_agreement" in json.loads((tmp_path / "student" / "all_results.json").read_text())
     report = json.loads((tmp_path / "student" / "eval_results.json").read_text())
     assert 0 <= report["student"]["top1_agreement"] <= 1 and report["teacher"]["accuracy"] >= 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp2", "zero3"])
+def test_a_loss_stopped_by_loss_steps_trains_as_one_process_under_each_sharding(
+    tiny_text_project, tmp_path, make_bert, minilm_tokenizer, sharding
+):
+    """Two stages (`loss_steps`) on 2 CPU processes: the hidden-state loss and its projections (DDP-wrapped, or
+    sharded with the student under FSDP2 and ZeRO-3) train for the first 2 of 4 steps, then sit idle while the soft
+    labels go on; both ranks end as 1 process on the same global batch (the projections too, except under ZeRO-3)."""
+    # A student read from a folder (ZeRO-3 initialises one built from a config in partitions, with other numbers);
+    # SGD with momentum and no clipping, as the tests above.
+    make_bert(layers=2, seed=3, hidden=16).save_pretrained(tmp_path / "narrow")
+    minilm_tokenizer.save_pretrained(tmp_path / "narrow")
+    common = dict(max_steps=4, save_strategy="no", optim="sgd", optim_args="momentum=0.9", learning_rate=0.5)
+    common |= {"max_grad_norm": 0.0, "model_init": "checkpoint", "model_name_or_path": str(tmp_path / "narrow")}
+    common |= {"loss_type": ["soft_label", "hidden_state"], "loss_weights": [1.0, 1.0], "loss_steps": [0, 2]}
+    env, sharded = {}, {}
+    if sharding == "fsdp2":
+        env = {"KD_HF_GPU_PATHS_ON_CPU": "1"}
+        sharded = {"fsdp": "full_shard", "fsdp_config": {"fsdp_version": 2}}
+    elif sharding == "zero3":
+        env = {"KD_HF_GPU_PATHS_ON_CPU": "1", "DS_ACCELERATOR": "cpu"}
+        (tmp_path / "zero3.json").write_text(json.dumps(ZERO3 | {"zero_allow_untested_optimizer": True}))
+        sharded = {"deepspeed": str(tmp_path / "zero3.json")}
+    two = tiny_text_project("two.yaml", output_dir=str(tmp_path / "two"), per_device_train_batch_size=4, **common,
+                            **sharded)  # fmt: skip
+    one = tiny_text_project("one.yaml", output_dir=str(tmp_path / "one"), per_device_train_batch_size=8, **common)
+
+    reports, ranks = torchrun(two, tmp_path / "two", **env)
+    _, (single,) = torchrun(one, tmp_path / "one", processes=1)
+
+    assert reports[0]["distributed_type"] == {"ddp": "MULTI_CPU", "fsdp2": "FSDP", "zero3": "DEEPSPEED"}[sharding]
+    logged = [entry["step"] for entry in reports[0]["log_history"] if "hidden_state_loss" in entry]
+    assert logged == [1, 2]
+    if sharding != "zero3":
+        assert_trained_as_one_process(reports, ranks, single)
+        return
+    # ZeRO-3 hands its optimizer zero gradients for parameters that no longer take part, where the others hand none:
+    # the idle projections drift on with their momentum, which no later step reads. The student is exact.
+    assert_identical(*ranks)
+    student = [key for key in single if not key.startswith("loss_modules.")]
+    for key in student:
+        torch.testing.assert_close(ranks[0][key], single[key], atol=1e-5, rtol=1e-4)
