@@ -1,10 +1,10 @@
 """Is a distilled text student ≥ 5× faster than its teacher (issue 14)? One Markdown table, the models taking turns.
 
-The report of `kd-hf distill` times each model alone, at the end of a run; on a shared machine the load changes between
-the two measurements, and the speed-up with it (the same student measured 4.2× to 6.9× faster beside other runs). Here
-the teacher and any number of students, each with its own tokenizer, run the same test texts in rotating turns
-(`kd_hf.export.parity.median_latencies`): every round runs each model once on its batch, a slow moment of the machine
-falls on all of them alike, and the figure is the median over the rounds.
+Every round runs each model once on its batch, the first of the round rotating
+(`kd_hf.metrics.efficiency.median_latencies`), so that a slow moment of a shared machine falls on all of them alike;
+the figure is the median over the rounds. The reports of `kd-hf distill` and `kd-hf eval` time a student and its
+teacher the same way; this script puts any number of students, each with its own tokenizer, beside one teacher on the
+same test texts.
 
     python benchmarks/latency.py --students outputs/minilm-rotten-tomatoes-student-albert-imdb-two-stage
     python benchmarks/latency.py --teacher outputs/minilm-rotten-tomatoes --students A B --batch_sizes 1 32 --threads 1
@@ -19,8 +19,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from kd_hf.data.offline import OFFLINE_PREFIX, load_offline_dataset
-from kd_hf.export.parity import median_latencies
-from kd_hf.metrics.efficiency import count_parameters
+from kd_hf.metrics.efficiency import count_parameters, median_latencies
 
 
 def load(folder: str):

@@ -93,7 +93,9 @@ def eval_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--max_length", type=int, default=128, help="maximum tokens per text")
     parser.add_argument("-n", "--explanation_examples", type=int, default=20, help="examples both models explain")
-    parser.add_argument("--latency_repeats", type=int, default=10, help="timed forward passes per batch size")
+    parser.add_argument(
+        "--latency_repeats", type=int, default=10, help="timed rounds per batch size, student and teacher in turns"
+    )
     parser.add_argument(
         "--global_examples", type=int, default=200,
         help="examples of the global report: feature importance, surrogate rules, representations, robustness "

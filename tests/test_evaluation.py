@@ -9,6 +9,7 @@ from PIL import Image
 
 from kd_hf.cli import main
 from kd_hf.evaluation import median_latency_ms, size_on_disk_mb
+from kd_hf.metrics.efficiency import median_latencies
 from kd_hf.report import results_tables
 
 
@@ -75,6 +76,15 @@ def test_median_latency_counts_only_timed_runs():
     model = lambda **inputs: calls.append(inputs)  # noqa: E731
     assert median_latency_ms(model, {"x": torch.zeros(1)}, repeats=5, warmup=2) >= 0
     assert len(calls) == 7
+
+
+def test_median_latencies_take_turns_with_the_first_of_each_round_rotating():
+    calls = []
+    runners = {name: (lambda name=name: calls.append(name)) for name in ("student", "teacher", "other")}
+    times = median_latencies(runners, repeats=3, warmup=1)
+    assert calls[:3] == ["student", "teacher", "other"]  # the warm-up round
+    assert calls[3:] == ["student", "teacher", "other", "teacher", "other", "student", "other", "student", "teacher"]
+    assert times.keys() == runners.keys() and all(value >= 0 for value in times.values())
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ curves; `explanations.py`).
 
 import logging
 import os
+from functools import partial
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from ..config import DistillationConfig
 from ..data import DistillationDataCollator, load_raw_datasets, model_inputs, preprocess_images, tokenize_for_pair
 from ..ensemble import EnsembleTeacher
 from ..metrics import classification_metrics, predictive_kl, top1_agreement
-from ..metrics.efficiency import count_parameters, median_latency_ms, size_on_disk_mb
+from ..metrics.efficiency import count_parameters, median_latencies, median_latency_ms, size_on_disk_mb
 from ..models import load_model, load_processor
 from ..pairing import align_labels
 from .explanations import compare_on_examples, explain_sample, explanation_settings
@@ -64,16 +65,27 @@ def _task_metrics(labels: np.ndarray, logits: torch.Tensor) -> dict:
     return classification_metrics(EvalPrediction(predictions=logits.numpy(), label_ids=labels))
 
 
-def _efficiency(model: PreTrainedModel, batch: dict, teacher: bool, repeats: int) -> dict:
-    inputs = _inputs(batch, teacher)
-    return {
-        "parameters": count_parameters(model),
-        "size_mb": size_on_disk_mb(model),
-        "latency_ms": {
-            f"batch_{size}": median_latency_ms(model, {k: v[:size] for k, v in inputs.items()}, repeats)
-            for size in LATENCY_BATCH_SIZES
-        },
-    }
+def _size(model: PreTrainedModel) -> dict:
+    return {"parameters": count_parameters(model), "size_mb": size_on_disk_mb(model)}
+
+
+def _latencies(models: dict[str, PreTrainedModel], batch: dict, repeats: int) -> dict[str, dict]:
+    """`{role: {"batch_1": ms, "batch_32": ms}}`: the student and the teacher (each on its own inputs of the same
+    examples) take turns, so that the speed-up holds on a machine whose load changes while it is measured."""
+
+    def forward(model, inputs):
+        with torch.inference_mode():
+            model(**inputs)
+
+    times = {role: {} for role in models}
+    for size in LATENCY_BATCH_SIZES:
+        runners = {
+            role: partial(forward, model, {k: v[:size] for k, v in _inputs(batch, role == "teacher").items()})
+            for role, model in models.items()
+        }
+        for role, milliseconds in median_latencies(runners, repeats, warmup=2).items():
+            times[role][f"batch_{size}"] = milliseconds
+    return times
 
 
 def evaluate_student(
@@ -104,7 +116,8 @@ def evaluate_student(
         config (`DistillationConfig`, *optional*): the recipe whose data fields (dataset, split, columns,
             `max_eval_samples`, `max_length`) say what to evaluate on.
         explanation_examples (`int`): examples explained by both models (0 skips explanations).
-        latency_repeats (`int`): forward passes timed per batch size (the median is reported).
+        latency_repeats (`int`): rounds timed per batch size, the student and the teacher taking turns on the same
+            examples (the median of each is reported).
         global_examples (`int`): examples of the global report of `kd_hf.interpret` (importance, surrogate rules,
             representations, robustness; 0 skips it), stored as `results["global"]`, PNGs under `global/`.
         trained_method (`str`, *optional*): the explanation method the student was trained to match (its
@@ -130,8 +143,7 @@ def evaluate_student(
 
     os.makedirs(output_dir, exist_ok=True)
     first_batch = next(iter(DataLoader(processed, batch_size=max(LATENCY_BATCH_SIZES), collate_fn=collator)))
-    measured = (loader, first_batch, labels, latency_repeats)
-    student_results, student_logits = _measure("student", student_name, student, *measured)
+    student_results, student_logits = _measure("student", student_name, student, loader, labels)
     results = {
         "task": "image-classification" if image else "text-classification",
         "dataset": {
@@ -149,7 +161,11 @@ def evaluate_student(
     matrices = {"student": _confusion(labels, student_logits, label_names)}
     if teacher is not None:
         order = align_labels(teacher.config, student.config, config.label_mapping)
-        results["teacher"], teacher_logits = _measure("teacher", teacher_name, teacher, *measured, order)
+        results["teacher"], teacher_logits = _measure("teacher", teacher_name, teacher, loader, labels, order)
+    timed = {"student": student} | ({"teacher": teacher} if teacher is not None else {})
+    for role, times in _latencies(timed, first_batch, latency_repeats).items():
+        results[role]["latency_ms"] = times
+    if teacher is not None:
         matrices = {"teacher": _confusion(labels, teacher_logits, label_names), **matrices}
         results["student"].update(_fidelity(results["student"], results["teacher"], student_logits, teacher_logits))
         pair = (config, evaluation, student, teacher, student_processor, teacher_processor)
@@ -171,15 +187,15 @@ def evaluate_student(
     return results
 
 
-def _measure(role: str, name: str | None, model, loader, first_batch, labels, repeats: int, order=None):
-    """A model's results (task quality, size, speed) and its logits over the loader, in the student's label order."""
+def _measure(role: str, name: str | None, model, loader, labels, order=None):
+    """A model's results (task quality, size) and its logits over the loader, in the student's label order."""
     logits = predict(model, loader, teacher=role == "teacher", desc=f"{role.capitalize()} predictions")
     if order is not None:
         logits = logits[:, order]
     results = {
         "name_or_path": name,
         **_task_metrics(labels, logits),
-        **_efficiency(model, first_batch, role == "teacher", repeats),
+        **_size(model),
     }
     return results, logits
 

@@ -10,15 +10,13 @@ every barrier: a tiny BERT took 168 ms instead of 2.5 ms with one thread, where 
 
 import glob
 import os
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..data import model_inputs
+from ..metrics.efficiency import median_latencies
 from .runtime import OnnxClassifier
 
 
@@ -58,22 +56,6 @@ def prediction_parity(labels: np.ndarray, logits: dict[str, np.ndarray], teacher
     return figures
 
 
-def median_latencies(
-    runners: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = LATENCY_WARMUP
-) -> dict:
-    """Median milliseconds of each runner (a call that runs one forward pass), timed in rotating turns."""
-    for _ in range(warmup):
-        for run in runners.values():
-            run()
-    names, times = list(runners), {name: [] for name in runners}
-    for round_ in range(repeats):
-        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
-            start = time.perf_counter()
-            runners[name]()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(values) for name, values in times.items()}
-
-
 def latency(student, graphs: dict[str, OnnxClassifier], batches: dict[int, dict], repeats: int = 30) -> dict:
     """`{model: {"batch_1": ms, "batch_32": ms}}` for the PyTorch student and each graph, on the same `batches`."""
 
@@ -88,7 +70,7 @@ def latency(student, graphs: dict[str, OnnxClassifier], batches: dict[int, dict]
         for name, graph in graphs.items():
             feeds = graph.feeds(inputs)
             runners[name] = lambda graph=graph, feeds=feeds: graph(feeds)
-        for name, milliseconds in median_latencies(runners, repeats).items():
+        for name, milliseconds in median_latencies(runners, repeats, LATENCY_WARMUP).items():
             results[name][f"batch_{size}"] = milliseconds
     return results
 

@@ -1,7 +1,9 @@
-"""Size and speed of a model: parameters, megabytes on disk, median latency of a forward pass."""
+"""Size and speed of a model: parameters, megabytes on disk, median latency of a forward pass (alone, or in turns
+with other models)."""
 
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from safetensors.torch import save as safetensors_bytes
@@ -29,3 +31,21 @@ def median_latency_ms(model: nn.Module, inputs: dict, repeats: int = 10, warmup:
         model(**inputs)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def median_latencies(runners: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
+    """Median milliseconds of each runner (a call that runs one forward pass), timed in rotating turns.
+
+    Every round runs each runner once, the first of the round rotating, so that a slow moment of a shared machine
+    falls on all of them alike and their ratios hold where their absolute times do not. `warmup` rounds come first.
+    """
+    for _ in range(warmup):
+        for run in runners.values():
+            run()
+    names, times = list(runners), {name: [] for name in runners}
+    for round_ in range(repeats):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            start = time.perf_counter()
+            runners[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1000 * statistics.median(values) for name, values in times.items()}
