@@ -20,19 +20,6 @@ def size_on_disk_mb(model: nn.Module) -> float:
     return len(safetensors_bytes(state)) / 2**20
 
 
-@torch.inference_mode()
-def median_latency_ms(model: nn.Module, inputs: dict, repeats: int = 10, warmup: int = 2) -> float:
-    """Median wall time of one forward pass over `inputs`, in milliseconds, after `warmup` passes."""
-    for _ in range(warmup):
-        model(**inputs)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model(**inputs)
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def median_latencies(runners: dict[str, Callable[[], object]], repeats: int = 30, warmup: int = 3) -> dict[str, float]:
     """Median milliseconds of each runner (a call that runs one forward pass), timed in rotating turns.
 
@@ -49,3 +36,13 @@ def median_latencies(runners: dict[str, Callable[[], object]], repeats: int = 30
             runners[name]()
             times[name].append(time.perf_counter() - start)
     return {name: 1000 * statistics.median(values) for name, values in times.items()}
+
+
+def median_latency_ms(model: nn.Module, inputs: dict, repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall time of one forward pass over `inputs`, in milliseconds, after `warmup` passes."""
+
+    def forward():
+        with torch.inference_mode():
+            model(**inputs)
+
+    return median_latencies({"model": forward}, repeats, warmup)["model"]
