@@ -150,7 +150,7 @@ def train(args: DistillationConfig, callbacks: list | None = None) -> Trainer:
     model = build_student(args, None, label_names(raw_datasets[0], args.label_column))
     processor = _processor(args, model, args.model_name_or_path)
     if args.prune_vocabulary:
-        processor, _ = _pruned_vocabulary(args, raw_datasets[0], processor, model)
+        processor, _ = _pruned_vocabulary(args, raw_datasets, processor, model)
     if not args.is_image_task:
         check_max_length(args.max_length, model=model)
     if args.peft_config:
@@ -183,10 +183,15 @@ def _augmented(args: DistillationConfig, train, teacher_tokenizer, teacher: PreT
     return augmented
 
 
-def _pruned_vocabulary(args: DistillationConfig, train, tokenizer, model: PreTrainedModel):
-    """The model's tokenizer cut to the tokens of the training texts, and the kept token ids; the model's embedding
-    table keeps the rows of those tokens (row i is token `kept[i]`)."""
-    texts = [text for column in args.text_columns for text in train[column] if text]
+def _pruned_vocabulary(args: DistillationConfig, raw_datasets, tokenizer, model: PreTrainedModel):
+    """The model's tokenizer cut to the tokens of the training and evaluation texts, and the kept token ids; the
+    model's embedding table keeps the rows of those tokens (row i is token `kept[i]`).
+
+    The evaluation texts count too (their words, never their labels), so that the student reads both splits as the
+    teacher does: token-by-token losses then line up in evaluation as in training. The report's held-out split is
+    not read."""
+    splits = [split for split in raw_datasets if split is not None]
+    texts = [text for split in splits for column in args.text_columns for text in split[column] if text]
     pruned, kept = prune_tokenizer(tokenizer, texts)
     before, rows = model.num_parameters(), model.get_input_embeddings().weight.detach()[kept].clone()
     model.resize_token_embeddings(len(kept))
@@ -194,7 +199,7 @@ def _pruned_vocabulary(args: DistillationConfig, train, tokenizer, model: PreTra
         model.get_input_embeddings().weight.copy_(rows)
     model.config.pad_token_id = pruned.pad_token_id
     logger.info(
-        "Vocabulary cut to the %d tokens of the training texts (of %d): %d parameters instead of %d.",
+        "Vocabulary cut to the %d tokens of the training and evaluation texts (of %d): %d parameters instead of %d.",
         len(kept), len(tokenizer), model.num_parameters(), before,
     )  # fmt: skip
     return pruned, kept
@@ -253,7 +258,7 @@ def distill(args: DistillationConfig, callbacks: list | None = None) -> Distilla
             raw_datasets = (_augmented(args, raw_datasets[0], teacher_processor, reference), raw_datasets[1])
         token_ids = None
         if args.prune_vocabulary:
-            processor, token_ids = _pruned_vocabulary(args, raw_datasets[0], processor, student)
+            processor, token_ids = _pruned_vocabulary(args, raw_datasets, processor, student)
         if args.embedding_init == "teacher":
             project_teacher_embeddings(reference, student, token_ids)
     if not image:

@@ -6,8 +6,10 @@ tokens a set of texts uses, the special tokens and every single-character piece 
 falling back to shorter pieces where a held-out word's own token was dropped), and renumbers them in their original
 order. WordPiece matches the longest known prefix first, so every text the vocabulary was cut from tokenizes into the
 same pieces as before: a student with the pruned tokenizer reads its training data exactly as the teacher does. The
-recipe field `prune_vocabulary` keeps the model's embedding rows of the kept tokens, or, with `embedding_init:
-teacher`, starts them from the teacher's rows of the same tokens (`project_teacher_embeddings(..., token_ids=kept)`).
+recipe field `prune_vocabulary` cuts the vocabulary to the texts of the training and evaluation splits (so that the
+teacher's attention maps and hidden states line up with the student's token by token in both), keeps the model's
+embedding rows of the kept tokens, or, with `embedding_init: teacher`, starts them from the teacher's rows of the same
+tokens (`project_teacher_embeddings(..., token_ids=kept)`).
 
 ```python
 tokenizer, kept = prune_tokenizer(teacher_tokenizer, train_texts)

@@ -177,11 +177,47 @@ def test_different_tokenizers_are_rejected_for_intermediate_losses(
 
     from kd_hf.data import tokenize_for_pair
 
-    rows = datasets.Dataset.from_dict({"text": ["a good film", "a bad film"], "label": [1, 0]})
+    # MiniLM reads "interminably" as three pieces, the word vocabulary as one word.
+    rows = datasets.Dataset.from_dict({"text": ["a good film", "an interminably overlong mess"], "label": [1, 0]})
     train = tokenize_for_pair(rows, word_tokenizer, teacher_tokenizer=minilm_tokenizer)
     args = distill_args(loss_type=["soft_label", "attention"])
-    with pytest.raises(ValueError, match="tokenize differently.*attention"):
+    with pytest.raises(ValueError, match=r"tokenize differently \(1 rows read as different tokens\).*attention"):
         DistillationTrainer(model=make_bert(), teacher_model=make_bert(), args=args, train_dataset=train)
+
+
+def test_a_pruned_vocabulary_lines_up_with_the_teacher_on_both_splits_it_was_cut_from(
+    make_bert, distill_args, minilm_tokenizer, caplog
+):
+    import datasets
+
+    from kd_hf.data import misaligned_rows, tokenize_for_pair
+    from kd_hf.vocabulary import prune_tokenizer
+
+    train_texts, eval_texts = ["an interminably overlong mess", "a good film"], ["a quietly moving triumph"]
+
+    def encode(texts, tokenizer):
+        rows = datasets.Dataset.from_dict({"text": texts, "label": [1] * len(texts)})
+        return tokenize_for_pair(rows, tokenizer, teacher_tokenizer=minilm_tokenizer)
+
+    pruned, _ = prune_tokenizer(minilm_tokenizer, train_texts + eval_texts)
+    train, evaluation = encode(train_texts, pruned), encode(eval_texts, pruned)
+    assert list(train["input_ids"]) != list(train["teacher_input_ids"])  # other ids, the same pieces
+    assert misaligned_rows(train) == misaligned_rows(evaluation) == 0
+    args = distill_args(loss_type=["soft_label", "attention", "hidden_state"])
+    with caplog.at_level("INFO", logger="kd_hf"):
+        DistillationTrainer(
+            model=make_bert(), teacher_model=make_bert(), args=args, train_dataset=train, eval_dataset=evaluation
+        )
+    assert "token positions line up" in caplog.text
+    # Cut from the training texts alone, it splits an evaluation word ("quietly") the teacher reads whole: refused.
+    pruned, _ = prune_tokenizer(minilm_tokenizer, train_texts)
+    train, evaluation = encode(train_texts, pruned), encode(eval_texts, pruned)
+    assert (misaligned_rows(train), misaligned_rows(evaluation)) == (0, 1)
+    assert misaligned_rows(tokenize_for_pair(datasets.Dataset.from_dict({"text": eval_texts}), pruned)) is None
+    with pytest.raises(ValueError, match=r"\(1 rows read as different tokens\).*prune_vocabulary"):
+        DistillationTrainer(
+            model=make_bert(), teacher_model=make_bert(), args=args, train_dataset=train, eval_dataset=evaluation
+        )
 
 
 def test_attention_loss_switches_models_to_eager_attention(make_bert, distill_args, caplog):

@@ -112,7 +112,8 @@ def test_distill_with_a_pruned_vocabulary_saves_a_student_that_loads_and_reads_l
     expected = (teacher_words[teacher_tokenizer(text)["input_ids"]].double() - mean) @ projection
     torch.testing.assert_close(words[student_ids].double(), expected, atol=1e-4, rtol=1e-3)
     card = (student_dir / "README.md").read_text()
-    assert (student_dir / "eval_results.json").is_file() and "student vocabulary pruned to the training texts" in card
+    assert (student_dir / "eval_results.json").is_file()
+    assert "student vocabulary pruned to the tokens of the training and evaluation texts" in card
 
 
 @pytest.mark.slow
@@ -130,3 +131,35 @@ def test_kd_hf_train_prunes_the_vocabulary_of_a_model_built_from_a_config(tiny_t
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "student")
     assert model.config.vocab_size == len(tokenizer) < 30522 // 5
     assert model(**tokenizer(["a superb film"], return_tensors="pt")).logits.shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_distill_with_a_pruned_vocabulary_matches_attention_maps_and_hidden_states(tiny_text_project, tmp_path):
+    import csv
+    import json
+    import math
+
+    from transformers import AutoTokenizer
+
+    from kd_hf.cli import main
+
+    recipe = tiny_text_project(
+        model_init="config", model_config={"num_hidden_layers": 1, "hidden_size": 16, "intermediate_size": 32},
+        prune_vocabulary=True, embedding_init="teacher", loss_type=["soft_label", "attention", "hidden_state"],
+        loss_weights=[1.0, 1.0, 1.0], layer_map="uniform", attention_heads="average", eval_strategy="steps",
+        eval_steps=2, explanation_examples=0,
+    )  # fmt: skip
+    main(["distill", str(recipe)])
+
+    state = json.loads((tmp_path / "student" / "checkpoint-4" / "trainer_state.json").read_text())
+    trained = [row for row in state["log_history"] if "attention_loss" in row]
+    evaluated = [row for row in state["log_history"] if "eval_attention_loss" in row]
+    assert len(trained) == 4 and len(evaluated) == 2
+    assert all(math.isfinite(row[name]) for row in trained for name in ("attention_loss", "hidden_state_loss"))
+    # The validation texts were part of the cut: the student reads them in the teacher's pieces.
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "student")
+    teacher_tokenizer = AutoTokenizer.from_pretrained(tmp_path / "teacher")
+    with open(tmp_path / "validation.csv") as file:
+        texts = [row["text"] for row in csv.DictReader(file)]
+    assert [tokenizer.tokenize(text) for text in texts] == [teacher_tokenizer.tokenize(text) for text in texts]
+    assert len(tokenizer) < len(teacher_tokenizer) // 5

@@ -30,7 +30,7 @@ _RUN_FIELDS = {
     "teacher_cache": "teacher outputs cached",
     "model_init": "student initialisation",
     "embedding_init": "student embeddings",
-    "prune_vocabulary": "student vocabulary pruned to the training texts' tokens",
+    "prune_vocabulary": "student vocabulary pruned to the tokens of the training and evaluation texts",
     "transfer_dataset_name": "transfer set (unlabelled texts, the teacher's soft labels)",
     "transfer_data_files": "transfer set files",
     "max_transfer_samples": "transfer texts kept (a sample)",

@@ -132,10 +132,11 @@ class StudentOptions(RecipeOptions):
     prune_vocabulary: bool = field(
         default=False,
         metadata={
-            "help": "Cut the student's tokenizer and embedding table to the tokens its training texts use, the special "
-            "tokens and every single character (`kd_hf.vocabulary`): the texts tokenize as before, and most of a "
-            "small student's parameters are its embeddings. A WordPiece (BERT-like) tokenizer; saved with the "
-            "student. With `embedding_init: teacher` the kept rows start from the teacher's."
+            "help": "Cut the student's tokenizer and embedding table to the tokens its training and evaluation texts "
+            "use, the special tokens and every single character (`kd_hf.vocabulary`): those texts tokenize as "
+            "before, so attention and hidden-state losses still line up, and most of a small student's parameters "
+            "are its embeddings. A WordPiece (BERT-like) tokenizer; saved with the student. With `embedding_init: "
+            "teacher` the kept rows start from the teacher's."
         },
     )
     teacher_layers_stride: int = field(

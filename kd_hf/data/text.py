@@ -176,6 +176,17 @@ def tokenize_for_pair(
     )
 
 
+def misaligned_rows(dataset: datasets.Dataset) -> int | None:
+    """How many rows of a [`tokenize_for_pair`] dataset the student and the teacher read as different tokens (their
+    `word_index` columns differ), or `None` when the dataset has no word indices to tell. Where none differ, token
+    `i` of the student's encoding covers the same words as token `i` of the teacher's, as when the student's
+    tokenizer is the teacher's with a pruned vocabulary (`kd_hf.vocabulary`) on the texts it was cut from."""
+    if not set(WORD_INDEX_COLUMNS) <= set(dataset.column_names):
+        return None
+    student, teacher = (dataset[name] for name in WORD_INDEX_COLUMNS)
+    return sum(row != teacher_row for row, teacher_row in zip(student, teacher, strict=True))
+
+
 @dataclass
 class DistillationDataCollator:
     """

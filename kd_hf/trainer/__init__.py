@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from ..config import DistillationConfig
-from ..data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, model_inputs
+from ..data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, misaligned_rows, model_inputs
 from ..ensemble import EnsembleTeacher, ensemble_of, load_teacher
 from ..explain.gradients import first_rows, gradient_attribution
 from ..hub import PublishingTrainer
@@ -126,7 +126,7 @@ class DistillationTrainer(
                 f"Losses {needing} match one network's internals, and there are {len(teacher_model.teachers)} "
                 "teachers: with `teachers`, use logit losses (`soft_label`) only."
             )
-        self._check_tokenizations(kwargs.get("train_dataset"))
+        self._check_tokenizations(kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
         if "attentions" in required:
             reason = "the attention loss needs attention weights, which other kernels do not return"
             use_eager_attention(model, "student", reason)
@@ -190,18 +190,25 @@ class DistillationTrainer(
         )
         return False
 
-    def _check_tokenizations(self, dataset) -> None:
-        """Token-by-token losses need one tokenization; attributions across two are compared word by word."""
+    def _check_tokenizations(self, dataset, eval_dataset=None) -> None:
+        """Token-by-token losses need token positions that line up; attributions across two tokenizations are
+        compared word by word."""
         columns = getattr(dataset, "column_names", None) or []
         if not any(name.startswith(TEACHER_PREFIX) and name not in TEACHER_CACHE_COLUMNS for name in columns):
             return
         positional = sorted(name for name, needs in self.loss_needs.items() if needs - {"attributions"})
         if positional:
-            raise ValueError(
-                "The teacher and the student tokenize differently, so their token positions do not line up and the "
-                f"{positional} loss(es) have nothing to compare; give both the same tokenizer, or keep `soft_label` "
-                "and `attribution` (matched word by word)."
-            )
+            datasets_ = [dataset, *(eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset])]
+            misaligned = [misaligned_rows(part) for part in datasets_ if part is not None]
+            if None in misaligned or sum(misaligned):
+                rows = "" if None in misaligned else f" ({sum(misaligned)} rows read as different tokens)"
+                raise ValueError(
+                    f"The teacher and the student tokenize differently{rows}, so their token positions do not line "
+                    f"up and the {positional} loss(es) have nothing to compare; give both the same tokenizer (a "
+                    "`prune_vocabulary` student reads the texts it was cut from as the teacher does), or keep "
+                    "`soft_label` and `attribution` (matched word by word)."
+                )
+            logger.info("The student's and the teacher's token ids differ, but their token positions line up.")
         if any("attributions" in needs for needs in self.loss_needs.values()) and "word_index" not in columns:
             raise ValueError(
                 "The `attribution` loss across two tokenizers matches attributions word by word: tokenize with "
