@@ -1,4 +1,5 @@
 import dataclasses
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -120,23 +121,38 @@ def test_every_ablation_variant_parses_into_its_modalitys_recipe(monkeypatch, mo
         assert len(config.loss_weights) == len(config.loss_type), name
 
 
+# The fields the two-stage runs added to `albert_imdb_soft` on the command line (README, docs/benchmarks.md).
+TWO_STAGES = ["--loss_type", "soft_label", "attention", "hidden_state", "--loss_weights", "1", "1", "1"]
+TWO_STAGES += ["--layer_map", "uniform", "--attention_loss", "kl", "--attention_heads", "average"]
+TWO_STAGES += ["--hidden_state_loss", "mse", "--loss_steps", "0", "1000", "1000"]
+PRUNED = ["--prune_vocabulary", "true", "--model_config", json.dumps(
+    {"model_type": "albert", "embedding_size": 104, "hidden_size": 224, "num_hidden_layers": 3, "num_hidden_groups": 3,
+     "num_attention_heads": 4, "intermediate_size": 896, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+     "attention_probs_dropout_prob": 0.1}
+)]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("recipe", "modality", "variant"),
+    ("recipe", "modality", "variant", "overrides"),
     [
-        ("offline_text_explain.yaml", "text", "final"),
-        ("offline_text_albert_imdb.yaml", "text", "albert_imdb_soft"),
-        ("offline_vision_explain.yaml", "vision", "ig_matching_long_w2"),
+        ("offline_text_explain.yaml", "text", "final", []),
+        ("offline_text_albert_imdb.yaml", "text", "albert_imdb_soft", []),
+        ("offline_text_albert_imdb_two_stage.yaml", "text", "albert_imdb_soft", TWO_STAGES),
+        ("offline_text_albert_imdb_pruned.yaml", "text", "albert_imdb_soft", TWO_STAGES + PRUNED),
+        ("offline_vision_explain.yaml", "vision", "ig_matching_long_w2", []),
     ],
 )
-def test_explanation_recipes_are_the_ablation_variants_they_report(monkeypatch, recipe, modality, variant):
-    """The figures in a recipe's header come from `benchmarks/fidelity.py`: its variant must train the same student."""
+def test_explanation_recipes_are_the_ablation_variants_they_report(monkeypatch, recipe, modality, variant, overrides):
+    """The figures in a recipe's header come from `benchmarks/fidelity.py`: its variant (with the command-line fields
+    the runs added) must train the same student."""
     base, variants = _ablation(monkeypatch, modality)
     shipped = parse_recipe([str(RECIPES[0].parent / recipe)])
-    measured = parse_recipe([base, *variants[variant]])
+    measured = parse_recipe([base, *variants[variant], *overrides])
     fields = ["loss_type", "loss_weights", "attribution_method", "attribution_n_steps", "attribution_batch_size"]
     fields += ["attribution_every", "teacher_cache", "embedding_init", "model_config", "max_steps", "warmup_steps"]
     fields += ["learning_rate", "alpha", "temperature", "per_device_train_batch_size", "transfer_dataset_name"]
-    fields += ["max_transfer_samples"]
+    fields += ["max_transfer_samples", "loss_steps", "layer_map", "attention_loss", "attention_heads"]
+    fields += ["hidden_state_loss", "prune_vocabulary"]
     for field in fields:
         assert getattr(shipped, field) == getattr(measured, field), field
 
