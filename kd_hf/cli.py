@@ -317,7 +317,11 @@ def _main(argv: list[str]) -> None:
 
     from . import run
 
-    getattr(run, command)(config)
+    trainer = getattr(run, command)(config)
+    # Under `accelerate launch`, shut the process group down before the interpreter does: gloo's threads torn down at
+    # exit abort a finished run now and then ("terminate called without an active exception", exit status -6).
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":

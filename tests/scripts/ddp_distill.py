@@ -98,3 +98,7 @@ report = {
 }
 with open(f"{config.output_dir}/rank{rank}.json", "w") as file:
     json.dump(report, file)
+# As `kd-hf distill` does: shut the process group down before the interpreter does (gloo's threads torn down at exit
+# abort the process now and then).
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()
