@@ -198,8 +198,8 @@ class DistillationTrainer(
             return
         positional = sorted(name for name, needs in self.loss_needs.items() if needs - {"attributions"})
         if positional:
-            datasets_ = [dataset, *(eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset])]
-            misaligned = [misaligned_rows(part) for part in datasets_ if part is not None]
+            parts = [dataset, *(eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset])]
+            misaligned = [misaligned_rows(part) for part in parts if part is not None]
             if None in misaligned or sum(misaligned):
                 rows = "" if None in misaligned else f" ({sum(misaligned)} rows read as different tokens)"
                 raise ValueError(
