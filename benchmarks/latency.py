@@ -19,20 +19,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from kd_hf.data.offline import OFFLINE_PREFIX, load_offline_dataset
-from kd_hf.metrics.efficiency import count_parameters, median_latencies
+from kd_hf.metrics.efficiency import count_parameters, forward_runner, median_latencies
 
 
 def load(folder: str):
     model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32, use_safetensors=True)
     return model.eval(), AutoTokenizer.from_pretrained(folder)
-
-
-def runner(model, inputs: dict):
-    def forward():
-        with torch.inference_mode():
-            model(**inputs)
-
-    return forward
 
 
 def main():
@@ -59,7 +51,7 @@ def main():
         for name, (model, tokenizer) in models.items():
             inputs = tokenizer(texts[:size], padding=True, truncation=True, max_length=cli.max_length,
                                return_tensors="pt")  # fmt: skip
-            runners[name] = runner(model, dict(inputs))
+            runners[name] = forward_runner(model, dict(inputs))
         for name, milliseconds in median_latencies(runners, cli.repeats).items():
             times[name][size] = milliseconds
 

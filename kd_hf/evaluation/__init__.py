@@ -14,7 +14,6 @@ curves; `explanations.py`).
 
 import logging
 import os
-from functools import partial
 
 import numpy as np
 import torch
@@ -27,7 +26,13 @@ from ..config import DistillationConfig
 from ..data import DistillationDataCollator, load_raw_datasets, model_inputs, preprocess_images, tokenize_for_pair
 from ..ensemble import EnsembleTeacher
 from ..metrics import classification_metrics, predictive_kl, top1_agreement
-from ..metrics.efficiency import count_parameters, median_latencies, median_latency_ms, size_on_disk_mb
+from ..metrics.efficiency import (
+    count_parameters,
+    forward_runner,
+    median_latencies,
+    median_latency_ms,
+    size_on_disk_mb,
+)
 from ..models import load_model, load_processor
 from ..pairing import align_labels
 from .explanations import compare_on_examples, explain_sample, explanation_settings
@@ -72,15 +77,10 @@ def _size(model: PreTrainedModel) -> dict:
 def _latencies(models: dict[str, PreTrainedModel], batch: dict, repeats: int) -> dict[str, dict]:
     """`{role: {"batch_1": ms, "batch_32": ms}}`: the student and the teacher (each on its own inputs of the same
     examples) take turns, so that the speed-up holds on a machine whose load changes while it is measured."""
-
-    def forward(model, inputs):
-        with torch.inference_mode():
-            model(**inputs)
-
     times = {role: {} for role in models}
     for size in LATENCY_BATCH_SIZES:
         runners = {
-            role: partial(forward, model, {k: v[:size] for k, v in _inputs(batch, role == "teacher").items()})
+            role: forward_runner(model, {k: v[:size] for k, v in _inputs(batch, role == "teacher").items()})
             for role, model in models.items()
         }
         for role, milliseconds in median_latencies(runners, repeats, warmup=2).items():

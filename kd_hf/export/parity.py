@@ -12,11 +12,10 @@ import glob
 import os
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..data import model_inputs
-from ..metrics.efficiency import median_latencies
+from ..metrics.efficiency import forward_runner, median_latencies
 from .runtime import OnnxClassifier
 
 
@@ -58,15 +57,10 @@ def prediction_parity(labels: np.ndarray, logits: dict[str, np.ndarray], teacher
 
 def latency(student, graphs: dict[str, OnnxClassifier], batches: dict[int, dict], repeats: int = 30) -> dict:
     """`{model: {"batch_1": ms, "batch_32": ms}}` for the PyTorch student and each graph, on the same `batches`."""
-
-    def forward(inputs):
-        with torch.inference_mode():
-            student(**inputs)
-
     results = {name: {} for name in ("pytorch", *graphs)}
     for size, batch in tqdm(batches.items(), desc="Latency", leave=False):
         inputs = model_inputs(batch)
-        runners = {"pytorch": lambda inputs=inputs: forward(inputs)}
+        runners = {"pytorch": forward_runner(student, inputs)}
         for name, graph in graphs.items():
             feeds = graph.feeds(inputs)
             runners[name] = lambda graph=graph, feeds=feeds: graph(feeds)

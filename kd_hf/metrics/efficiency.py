@@ -38,11 +38,16 @@ def median_latencies(runners: dict[str, Callable[[], object]], repeats: int = 30
     return {name: 1000 * statistics.median(values) for name, values in times.items()}
 
 
-def median_latency_ms(model: nn.Module, inputs: dict, repeats: int = 10, warmup: int = 2) -> float:
-    """Median wall time of one forward pass over `inputs`, in milliseconds, after `warmup` passes."""
+def forward_runner(model: nn.Module, inputs: dict) -> Callable[[], None]:
+    """A runner for `median_latencies`: one forward pass of `model` over `inputs`, without autograd."""
 
     def forward():
         with torch.inference_mode():
             model(**inputs)
 
-    return median_latencies({"model": forward}, repeats, warmup)["model"]
+    return forward
+
+
+def median_latency_ms(model: nn.Module, inputs: dict, repeats: int = 10, warmup: int = 2) -> float:
+    """Median wall time of one forward pass over `inputs`, in milliseconds, after `warmup` passes."""
+    return median_latencies({"model": forward_runner(model, inputs)}, repeats, warmup)["model"]
