@@ -4,8 +4,12 @@ On 2 CPU cores the teacher's forward pass costs more than the student's whole tr
 several runs) the same teacher sees the same examples again and again. `cache_teacher_outputs` runs the teacher once
 over a dataset and stores its logits, and optionally its attributions, as columns (`teacher_logits`,
 `teacher_attributions`) through datasets' fingerprinted `map`: a second call with the same teacher (weights, config,
-attention kernel and dtype), dataset, preprocessing and settings reads the cache; any change recomputes it. `DistillationTrainer` then skips the teacher
-whenever a batch holds what its losses need.
+attention kernel and dtype), the same teacher inputs and settings reads the cache; any change recomputes it.
+`DistillationTrainer` then skips the teacher whenever a batch holds what its losses need.
+
+The cache is keyed on the values the teacher reads (its own `teacher_*` encoding when the student tokenizes
+differently, else the model inputs), not on how the dataset was made: a student with another vocabulary (a pruned
+one, say) or another image size reuses the labels of a large transfer set that the teacher reads unchanged.
 
 The cache is only right when every pass over the data feeds the teacher the same inputs. A dataset with an on-the-fly
 transform (`set_transform` / `with_transform`, the usual place of random augmentation) or one that is not a
@@ -17,12 +21,14 @@ import json
 import logging
 
 import datasets
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from datasets.fingerprint import Hasher
 from torch import nn
 from transformers import PreTrainedModel
 
-from .data import TEACHER_CACHE_COLUMNS, model_inputs
+from .data import TEACHER_CACHE_COLUMNS, TEACHER_PREFIX, WORD_INDEX_COLUMNS, model_inputs
 from .explain.gradients import gradient_attribution
 
 
@@ -75,6 +81,36 @@ def settings_digest(model: nn.Module) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def teacher_inputs_digest(dataset: datasets.Dataset) -> str:
+    """SHA-256 of what the teacher reads from `dataset`, row by row in the dataset's order (through any `select` or
+    `shuffle`): its own `teacher_*` inputs when the rows have them, else the student's, under the teacher's argument
+    names, so that both layouts of the same encoding agree."""
+    not_inputs = {"labels", *TEACHER_CACHE_COLUMNS, *WORD_INDEX_COLUMNS}
+    columns = [c for c in dataset.column_names if c not in not_inputs]
+    columns = sorted([c for c in columns if c.startswith(TEACHER_PREFIX)] or columns)
+    digest = hashlib.sha256()
+    for batch in dataset.select_columns(columns).with_format("arrow").iter(batch_size=10_000):
+        for name in columns:
+            digest.update(name.removeprefix(TEACHER_PREFIX).encode())
+            _hash_values(digest, batch.column(name).combine_chunks())
+    return digest.hexdigest()
+
+
+def _hash_values(digest, array: pa.Array) -> None:
+    """Values and nesting, not storage: datasets stores `input_ids` as int32 and `teacher_input_ids` as int64."""
+    if isinstance(array.type, pa.ExtensionType):  # datasets' ArrayND features
+        array = array.storage
+    if pa.types.is_list(array.type) or pa.types.is_large_list(array.type) or pa.types.is_fixed_size_list(array.type):
+        _hash_values(digest, pc.list_value_length(array))
+        _hash_values(digest, pc.list_flatten(array))
+    elif pa.types.is_integer(array.type) or pa.types.is_boolean(array.type):
+        digest.update(b"int" + array.cast(pa.int64()).to_numpy(zero_copy_only=False).tobytes())
+    elif pa.types.is_floating(array.type):
+        digest.update(b"float" + array.cast(pa.float64()).to_numpy(zero_copy_only=False).tobytes())
+    else:  # strings and the like: by value, not by the addresses of Python objects
+        digest.update(json.dumps(array.to_pylist(), default=str).encode())
+
+
 def cache_teacher_outputs(
     dataset: datasets.Dataset,
     teacher: nn.Module,
@@ -116,7 +152,7 @@ def cache_teacher_outputs(
     dataset = dataset.remove_columns([c for c in TEACHER_CACHE_COLUMNS if c in dataset.column_names])
     fingerprint = Hasher.hash(
         [
-            dataset._fingerprint,
+            teacher_inputs_digest(dataset),
             weights_digest(teacher),
             settings_digest(teacher),
             attributions,
@@ -147,6 +183,14 @@ def cache_teacher_outputs(
         rows = [row[m.bool().cpu()].tolist() for row, m in zip(scores, mask)] if mask is not None else scores.tolist()
         return {"teacher_logits": outputs.logits.detach().float().cpu().tolist(), "teacher_attributions": rows}
 
-    return dataset.map(
-        compute, batched=True, batch_size=batch_size, new_fingerprint=fingerprint, desc="Caching teacher outputs"
+    # Only the new columns are written, under a key of the teacher's inputs, and then joined to the rows: another
+    # student's encoding of the same texts finds them.
+    outputs = dataset.map(
+        compute,
+        batched=True,
+        batch_size=batch_size,
+        remove_columns=dataset.column_names,
+        new_fingerprint=fingerprint,
+        desc="Caching teacher outputs",
     )
+    return datasets.concatenate_datasets([dataset, outputs], axis=1)

@@ -39,6 +39,36 @@ def test_cache_stores_the_teachers_logits_and_is_reused(make_bert, on_disk, mini
     assert again["teacher_logits"] == cached["teacher_logits"]
 
 
+def test_cache_is_keyed_on_what_the_teacher_reads_not_on_the_students_encoding(make_bert, on_disk, minilm_tokenizer):
+    """A student with another vocabulary (a pruned one) reads other ids; the teacher reads its own `teacher_*` encoding,
+    the same as before, so its outputs are reused, joined to the new student's rows."""
+    teacher = make_bert(seed=1)
+    cached = cache_teacher_outputs(on_disk, teacher, DistillationDataCollator(minilm_tokenizer), batch_size=8)
+    calls = _count_calls(teacher)
+
+    # Another student encoding of the same texts, beside the teacher's own (`teacher_*`), which is unchanged.
+    teacher_inputs = [name for name in on_disk.column_names if name != "labels"]
+    other_student = on_disk.map(
+        lambda row: {
+            "input_ids": [min(i, 99) for i in row["input_ids"]],
+            **{"teacher_" + k: row[k] for k in teacher_inputs},
+        }
+    )
+    collator = DistillationDataCollator(minilm_tokenizer, teacher_tokenizer=minilm_tokenizer)
+    reused = cache_teacher_outputs(other_student, teacher, collator, batch_size=8)
+    assert calls == []
+    assert reused["teacher_logits"] == cached["teacher_logits"]
+    assert reused["input_ids"] == other_student["input_ids"] != on_disk["input_ids"]  # the new student's rows
+
+    # The same rows in another order are other inputs row by row: computed again, in that order.
+    reordered = other_student.select(range(len(other_student) - 1, -1, -1))
+    again = cache_teacher_outputs(reordered, teacher, collator, batch_size=8)
+    assert len(calls) == 4
+    assert torch.allclose(
+        torch.tensor(again["teacher_logits"]), torch.tensor(cached["teacher_logits"][::-1]), atol=1e-5
+    )
+
+
 def test_changed_teacher_weights_recompute_the_cache(make_bert, on_disk, minilm_tokenizer):
     teacher = make_bert(seed=1)
     collator = DistillationDataCollator(minilm_tokenizer)
