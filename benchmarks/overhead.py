@@ -11,8 +11,9 @@ initialisation for `--steps` optimizer steps, in one process:
   `recipes/offline_text_attribution.yaml`) from cached teacher logits and attributions, every step / every 4 steps;
 - `intermediate`: kd_hf with TinyBERT's attention-map and hidden-state losses beside the soft labels, the teacher
   run at every step (it gives the internals they match);
-- `two_stage`: the same for the first sixth of the measured steps (`loss_steps`), then the soft labels alone from the
-  cache (read its mean: the median is a cached step);
+- `two_stage`: the same for the first `--first_stage` of the measured steps (`loss_steps`; a sixth, as 1,000 of 6,000
+  steps in `recipes/offline_text_albert_imdb_pruned.yaml`), then the soft labels alone from the cache (read its mean:
+  the median is a cached step);
 - `naive`: the transformers knowledge-distillation task guide's pattern, a `Trainer` whose `compute_loss` runs
   `self.teacher(**inputs)` under `no_grad` and mixes `KLDivLoss` at temperature T with the cross-entropy;
 - `textbrewer`: TextBrewer's `BasicDistiller` on the same teacher, student, data, batch size, temperature, loss
@@ -82,9 +83,6 @@ ALTERNATING_BATCHES = 12  # batches per round of the same-batch check
 INTERMEDIATE = ["--loss_type", "soft_label", "attention", "hidden_state", "--loss_weights", "1", "1", "1",
                 "--layer_map", "uniform", "--attention_loss", "kl", "--attention_heads", "average",
                 "--hidden_state_loss", "mse"]  # fmt: skip
-# `two_stage` runs them for a sixth of the measured steps (`loss_steps`), then soft labels from the cache: as 1,000 of
-# 6,000 steps do in `recipes/offline_text_albert_imdb_two_stage.yaml`.
-TWO_STAGE_PART = 6
 
 # name: (row label, kd_hf recipe overrides or a runner name)
 VARIANTS = {
@@ -101,8 +99,8 @@ VARIANTS = {
                       "--attribution_every", "4"]),
     "intermediate": ("kd_hf + attention maps and hidden states (live teacher)", [*INTERMEDIATE, "--teacher_cache",
                      "false"]),
-    "two_stage": (f"kd_hf, two stages: the intermediate losses for the first 1/{TWO_STAGE_PART} of the steps, then the "
-                  "cached teacher", [*INTERMEDIATE, "--teacher_cache", "true"]),
+    "two_stage": ("kd_hf, two stages: the intermediate losses for the first steps (`--first_stage`), then the cached "
+                  "teacher", [*INTERMEDIATE, "--teacher_cache", "true"]),
     "naive": ("naive HF-style KD `Trainer` (task guide), live teacher", None),
     "textbrewer": ("TextBrewer 0.2.1 `BasicDistiller`, live teacher", None),
 }  # fmt: skip
@@ -263,6 +261,7 @@ def main():
     parser.add_argument("--output_dir", default="outputs/benchmark-overhead")
     parser.add_argument("--alternating_rounds", type=int, default=3, help="0 skips the same-batch check")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--first_stage", type=float, default=1 / 6, help="`two_stage`: share of intermediate steps")
     cli, recipe_overrides = parser.parse_known_args()  # any other `--field value` overrides the recipe
     if cli.steps <= cli.warmup + 1:
         parser.error(f"--steps must be larger than --warmup + 1 ({cli.warmup + 1}).")
@@ -289,8 +288,8 @@ def main():
         label, variant_overrides = VARIANTS[name]
         output_dir = os.path.join(cli.output_dir, name)
         if name == "two_stage":
-            # A sixth of the measured steps, which start after the warm-up.
-            first = str(cli.warmup + (cli.steps - cli.warmup) // TWO_STAGE_PART)
+            # That share of the measured steps, which start after the warm-up.
+            first = str(cli.warmup + round((cli.steps - cli.warmup) * cli.first_stage))
             variant_overrides = [*variant_overrides, "--loss_steps", "0", first, first]
         args = parse_recipe([cli.recipe, *overrides, "--output_dir", output_dir, *(variant_overrides or [])])
         set_seed(cli.seed)
