@@ -99,8 +99,8 @@ VARIANTS = {
                       "--attribution_every", "4"]),
     "intermediate": ("kd_hf + attention maps and hidden states (live teacher)", [*INTERMEDIATE, "--teacher_cache",
                      "false"]),
-    "two_stage": ("kd_hf, two stages: the intermediate losses for the first steps (`--first_stage`), then the cached "
-                  "teacher", [*INTERMEDIATE, "--teacher_cache", "true"]),
+    "two_stage": ("kd_hf, two stages: the intermediate losses first, then the cached teacher", [*INTERMEDIATE,
+                  "--teacher_cache", "true"]),
     "naive": ("naive HF-style KD `Trainer` (task guide), live teacher", None),
     "textbrewer": ("TextBrewer 0.2.1 `BasicDistiller`, live teacher", None),
 }  # fmt: skip
@@ -265,6 +265,8 @@ def main():
     cli, recipe_overrides = parser.parse_known_args()  # any other `--field value` overrides the recipe
     if cli.steps <= cli.warmup + 1:
         parser.error(f"--steps must be larger than --warmup + 1 ({cli.warmup + 1}).")
+    if not 0 < cli.first_stage < 1:
+        parser.error(f"--first_stage is a share of the steps, between 0 and 1 (a sixth: {1 / 6:.4f}).")
     if cli.threads:
         torch.set_num_threads(cli.threads)
 
@@ -291,6 +293,7 @@ def main():
             # That share of the measured steps, which start after the warm-up.
             first = str(cli.warmup + round((cli.steps - cli.warmup) * cli.first_stage))
             variant_overrides = [*variant_overrides, "--loss_steps", "0", first, first]
+            label = f"{label} (the first {first} of {cli.steps} steps)"
         args = parse_recipe([cli.recipe, *overrides, "--output_dir", output_dir, *(variant_overrides or [])])
         set_seed(cli.seed)
         student = build_student(args, None, labels)  # the same initialisation for every variant
