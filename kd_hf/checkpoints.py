@@ -30,6 +30,8 @@ from transformers.utils import (
     is_sagemaker_mp_enabled,
 )
 
+from .averaging import WeightAveraging
+
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +63,22 @@ _NOT_TRAINING = frozenset(
 
 
 class ResumableTrainer(Trainer):
-    """A `Trainer` whose resumed runs end with the weights of uninterrupted ones (see the module docstring)."""
+    """A `Trainer` whose resumed runs end with the weights of uninterrupted ones (see the module docstring), and that
+    ends with the average of its last weights when its arguments ask for it (`weight_averaging_steps`, see
+    `kd_hf.averaging`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        window = getattr(self.args, "weight_averaging_steps", 0)
+        self.weight_averaging = WeightAveraging(window, self.args.weight_averaging_interval) if window else None
+        if self.weight_averaging is not None:
+            self.add_callback(self.weight_averaging)
+
+    def train(self, *args, **kwargs):
+        output = super().train(*args, **kwargs)
+        if self.weight_averaging is not None:
+            self.weight_averaging.apply(self.model, self.state.max_steps, self.state.global_step)
+        return output
 
     def _checkpoint_folder(self, trial) -> str:
         return os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
@@ -72,6 +89,8 @@ class ResumableTrainer(Trainer):
             if self.args.should_save:
                 os.makedirs(folder, exist_ok=True)
             self._save_extra_state(folder)
+            if self.weight_averaging is not None and self.args.should_save:
+                self.weight_averaging.save(folder)
             super()._save_checkpoint(model, trial)
         except Exception as error:
             if not _no_space_left(error, folder):
@@ -91,6 +110,8 @@ class ResumableTrainer(Trainer):
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if not self._load_weights_strictly(resume_from_checkpoint, model):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.weight_averaging is not None:
+            self.weight_averaging.load(resume_from_checkpoint, self.model)
 
     def _load_best_model(self):
         if not self._load_weights_strictly(self.state.best_model_checkpoint):

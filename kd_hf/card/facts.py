@@ -39,6 +39,8 @@ _RUN_FIELDS = {
     "merge_adapter": "adapter merged into the weights",
     "teacher_layers": "teacher layers copied",
     "narrowed_to": "teacher layers narrowed, by the teacher's activations, to",
+    "weight_averaging_steps": "final weights: the average over the last optimizer steps",
+    "weight_averaging_interval": "weights averaged every n-th step",
     "learning_rate": "learning rate",
     "per_device_train_batch_size": "batch size per device",
     "gradient_accumulation_steps": "gradient accumulation steps",
@@ -207,6 +209,8 @@ def card_facts(
     shown |= {name for name in ("transfer_dataset_name", "transfer_data_files") if getattr(args, name)}
     if args.has_transfer_set and args.max_transfer_samples:
         shown.add("max_transfer_samples")
+    if args.weight_averaging_steps:
+        shown |= {"weight_averaging_steps", "weight_averaging_interval"}
     if args.teachers:
         shown |= {"teacher_weights", "teacher_combination"}
     if args.peft_config:

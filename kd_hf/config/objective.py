@@ -69,8 +69,24 @@ class ObjectiveOptions(RecipeOptions):
             "peft, with the adapter kept in `adapter/`; false saves the adapter alone."
         },
     )
+    weight_averaging_steps: int = field(
+        default=0,
+        metadata={
+            "help": "End with the average of the student's weights over the last N optimizer steps (a uniform mean, "
+            "one sample every `weight_averaging_interval` steps counted back from the last), as stochastic weight "
+            "averaging does: the saved student, its report and card are the average's. 0 keeps the last weights. "
+            "Checkpoints keep the running average, so a resumed run ends as an uninterrupted one."
+        },
+    )
+    weight_averaging_interval: int = field(
+        default=1, metadata={"help": "With `weight_averaging_steps`: average the weights after every n-th step."}
+    )
 
-    RANGES = {"alpha": ("[0, 1]", "the hard-label weight")}
+    RANGES = {
+        "alpha": ("[0, 1]", "the hard-label weight"),
+        "weight_averaging_steps": (">= 0", "0 keeps the last weights"),
+        "weight_averaging_interval": (">= 1", "1 averages the weights after every step"),
+    }
     MAPPINGS = ("label_mapping", "peft_config")
 
     def validate(self) -> None:
@@ -97,6 +113,17 @@ class ObjectiveOptions(RecipeOptions):
                 f"With `alpha: 0` and `loss_steps` {self.loss_steps}, nothing trains the student after step "
                 f"{max(self.loss_steps)}: set one loss's steps to 0 (the whole run), or raise `alpha` so that the hard "
                 "labels train it from there."
+            )
+
+        if self.weight_averaging_steps and (self.fsdp or self.deepspeed):
+            raise ValueError(
+                "`weight_averaging_steps` averages whole weights on each process, which FSDP and DeepSpeed shard: "
+                "leave it at 0 under them, or train with DDP (`accelerate launch` without an FSDP or DeepSpeed config)."
+            )
+        if self.weight_averaging_steps and self.load_best_model_at_end:
+            raise ValueError(
+                "`weight_averaging_steps` ends the run with the average of its last weights and "
+                "`load_best_model_at_end` with its best checkpoint's: set only one."
             )
 
     def _fill_per_loss(self, name: str, default, what: str) -> None:
