@@ -41,13 +41,14 @@ class WeightAveraging(TrainerCallback):
         self.names: list[str] = []
         self.average: list[torch.Tensor] = []
         self.steps: list[int] = []  # the steps averaged so far
+        self.restored = False  # set by `load`: what it restored is checked against this run's schedule once
         self._update = get_swa_multi_avg_fn()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         step, last = state.global_step, state.max_steps
         if step <= last - self.window or (last - step) % self.interval:
             return
-        self._restart_unless_continued(last, step - 1)
+        self._check_restored(last, step - 1)
         named = [(name, p.detach()) for name, p in model.named_parameters() if p.requires_grad]
         if not self.steps:
             self.names, self.average = [name for name, _ in named], [p.clone() for _, p in named]
@@ -55,10 +56,13 @@ class WeightAveraging(TrainerCallback):
             self._update(self.average, [p for _, p in named], len(self.steps))
         self.steps.append(step)
 
-    def _restart_unless_continued(self, max_steps: int, until: int) -> None:
-        """Drop what a resumed run restored when this run's schedule would not have averaged those steps (a run
-        resumed with more steps, whose window moved; a checkpoint saved without the average): the average then
-        restarts, and says so."""
+    def _check_restored(self, max_steps: int, until: int) -> None:
+        """Once after `load`: drop what a resumed run restored when this run's schedule would not have averaged those
+        steps (a run resumed with more steps, whose window moved; a checkpoint saved without the average): the average
+        then restarts, and says so."""
+        if not self.restored:
+            return
+        self.restored = False
         expected = averaged_steps(max_steps, self.window, self.interval, until)
         if self.steps != expected:
             logger.warning(
@@ -70,7 +74,7 @@ class WeightAveraging(TrainerCallback):
 
     def apply(self, model, max_steps: int, global_step: int) -> None:
         """Give `model` the average, in place (the optimizer keeps its tensors); log what it holds."""
-        self._restart_unless_continued(max_steps, global_step)
+        self._check_restored(max_steps, global_step)
         if not self.steps:
             logger.warning(
                 "No weights were averaged: training stopped at step %d, before the last %d of its %d steps began. "
@@ -91,7 +95,7 @@ class WeightAveraging(TrainerCallback):
     def load(self, folder: str, model) -> None:
         """Restore the average saved in `folder`, or start none if the checkpoint precedes the window."""
         path = os.path.join(folder, WEIGHT_AVERAGE_NAME)
-        self.names, self.average, self.steps = [], [], []
+        self.names, self.average, self.steps, self.restored = [], [], [], True
         if not os.path.isfile(path):
             return
         trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}

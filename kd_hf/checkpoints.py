@@ -69,9 +69,11 @@ class ResumableTrainer(Trainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        window = getattr(self.args, "weight_averaging_steps", 0)
-        self.weight_averaging = WeightAveraging(window, self.args.weight_averaging_interval) if window else None
-        if self.weight_averaging is not None:
+        self.weight_averaging = None
+        if getattr(self.args, "weight_averaging_steps", 0):  # plain `TrainingArguments` have no such field
+            self.weight_averaging = WeightAveraging(
+                self.args.weight_averaging_steps, self.args.weight_averaging_interval
+            )
             self.add_callback(self.weight_averaging)
 
     def train(self, *args, **kwargs):

@@ -6,7 +6,8 @@ import os
 
 import pytest
 import torch
-from transformers import AutoModelForImageClassification, TrainerCallback
+from test_resume import StopAt
+from transformers import AutoModelForImageClassification
 
 from kd_hf import DistillationConfig
 from kd_hf.averaging import WEIGHT_AVERAGE_NAME, averaged_steps
@@ -15,15 +16,6 @@ from kd_hf.run import train
 
 VIT = dict(model_type="vit", image_size=8, patch_size=4, num_channels=1, hidden_size=16, num_hidden_layers=2,
            num_attention_heads=2, intermediate_size=32)  # fmt: skip
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
 
 
 def _recipe(tmp_path, output_dir, **fields):
