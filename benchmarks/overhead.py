@@ -79,10 +79,10 @@ TEXTBREWER_INSTALL = (
 ALTERNATING_BATCHES = 12  # batches per round of the same-batch check
 
 # TinyBERT's intermediate losses as `fidelity.py` measures them on the ALBERT student: attention maps (KL, heads
-# averaged) and hidden states (MSE through a learned projection) of uniformly paired layers, beside the soft labels.
+# averaged) and hidden states (MSE through a learned projection), beside the soft labels. The layers are paired by the
+# recipe's `layer_map` (`uniform` unless a `--layer_map` on the command line says otherwise).
 INTERMEDIATE = ["--loss_type", "soft_label", "attention", "hidden_state", "--loss_weights", "1", "1", "1",
-                "--layer_map", "uniform", "--attention_loss", "kl", "--attention_heads", "average",
-                "--hidden_state_loss", "mse"]  # fmt: skip
+                "--attention_loss", "kl", "--attention_heads", "average", "--hidden_state_loss", "mse"]  # fmt: skip
 
 # name: (row label, kd_hf recipe overrides or a runner name)
 VARIANTS = {

@@ -126,10 +126,10 @@ TWO_STAGES = ["--loss_type", "soft_label", "attention", "hidden_state", "--loss_
 TWO_STAGES += ["--layer_map", "uniform", "--attention_loss", "kl", "--attention_heads", "average"]
 TWO_STAGES += ["--hidden_state_loss", "mse", "--loss_steps", "0", "1000", "1000"]
 PRUNED = ["--prune_vocabulary", "true", "--model_config", json.dumps(
-    {"model_type": "albert", "embedding_size": 104, "hidden_size": 224, "num_hidden_layers": 3, "num_hidden_groups": 3,
-     "num_attention_heads": 4, "intermediate_size": 896, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+    {"model_type": "albert", "embedding_size": 104, "hidden_size": 192, "num_hidden_layers": 4, "num_hidden_groups": 4,
+     "num_attention_heads": 4, "intermediate_size": 768, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
      "attention_probs_dropout_prob": 0.0}
-)]  # fmt: skip
+), "--layer_map", "2,3,5,6"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
