@@ -221,6 +221,18 @@ def test_read_only_output_dir_fails_at_set_up(make_bert, text_dataset, distill_a
         folder.chmod(0o755)
 
 
+@pytest.mark.skipif(
+    not os.path.isdir("/sys"), reason="needs Linux's /sys, where no user, root included, creates files"
+)
+def test_output_dir_where_even_root_cannot_write_fails_at_set_up(
+    make_bert, text_dataset, distill_args, minilm_tokenizer
+):
+    # The read-only folder above cannot refuse root (CI runs as root); sysfs refuses everyone.
+    args = distill_args(output_dir="/sys/kd_hf_run", save_strategy="steps", save_steps=1)
+    with pytest.raises(PermissionError, match=r"`output_dir`.*/sys.*not writable"):
+        _trainer(make_bert(seed=2), make_bert(seed=1), args, text_dataset[0], minilm_tokenizer)
+
+
 def test_unwritable_output_dir_fails_before_kd_hf_train(tiny_text_project, tmp_path, no_training):
     (tmp_path / "a_file").write_text("not a folder")
     recipe = tiny_text_project(
