@@ -57,7 +57,8 @@ benchmark-overhead: setup $(TEACHER)/model.safetensors
 	$(BIN)/python benchmarks/overhead.py --teacher $(TEACHER)
 
 # Issue 19: integrated gradients against the per-example captum loop, transformers-interpret and ferret, text and
-# images. The peers pin transformers < 5: they go into their own folder with --no-deps, never into $(VENV).
+# images; then each quadrature rule's accuracy against the model evaluations it costs. The peers pin
+# transformers < 5: they go into their own folder with --no-deps, never into $(VENV).
 .PHONY: benchmark-explain
 benchmark-explain: setup $(TEACHER)/model.safetensors $(VISION_TEACHER)/model.safetensors
 	test -d benchmarks/.peers/ferret || $(BIN)/pip install --quiet --target benchmarks/.peers --no-deps \
@@ -66,6 +67,7 @@ benchmark-explain: setup $(TEACHER)/model.safetensors $(VISION_TEACHER)/model.sa
 		prompt_toolkit==3.0.53 wcwidth==0.9.4 pygments==2.21.0 matplotlib-inline==0.2.2 pexpect==4.9.0 \
 		ptyprocess==0.7.0
 	$(BIN)/python benchmarks/explain_throughput.py --text_model $(TEACHER) --image_model $(VISION_TEACHER)
+	$(BIN)/python benchmarks/ig_quadrature.py --text_model $(TEACHER) --image_model $(VISION_TEACHER)
 
 # Issue 17's goals: the offline text and vision students exported to ONNX fp32 and int8, measured against PyTorch.
 .PHONY: benchmark-export
