@@ -1,10 +1,10 @@
-"""Does distillation pay on the offline text default, and which losses help? Prints one Markdown table.
+"""Does distillation pay on the offline text task, and which losses help? Prints one Markdown table.
 
-Teacher: all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes (`kd-hf train recipes/offline_text_teacher.yaml`).
-Students: the recipe's (`recipes/offline_text.yaml`), trained from the same initialisation for the same steps, once
+Teacher: all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes (`kd-hf train recipes/offline_text_teacher.yaml`). Students:
+the recipe's (`recipes/offline_text_soft_labels.yaml`), trained from the same initialisation for the same steps, once
 per variant and seed: `plain` is cross-entropy without a teacher (a plain `Trainer`); any other variant is kd_hf with
-the listed losses, `name=weight` setting a weight (default 1), e.g. `soft_label,attention=0.5`. Accuracies are on
-the held-out test split, which neither the teacher nor the students saw.
+the listed losses, `name=weight` setting a weight (default 1), e.g. `soft_label,attention=0.5`. Accuracies are on the
+held-out test split, which neither the teacher nor the students saw.
 
     python benchmarks/distill_text.py --teacher outputs/minilm-rotten-tomatoes \\
         --variants plain soft_label soft_label,attention soft_label,attention,hidden_state --seeds 42 43 44
@@ -100,7 +100,7 @@ def mean_and_spread(values: list[float]) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="outputs/minilm-rotten-tomatoes")
-    parser.add_argument("--recipe", default="recipes/offline_text.yaml")
+    parser.add_argument("--recipe", default="recipes/offline_text_soft_labels.yaml")
     parser.add_argument("--variants", nargs="+", default=["plain", "soft_label"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--output_dir", default="outputs/benchmark-distill-text")

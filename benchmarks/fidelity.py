@@ -1,9 +1,9 @@
 """Which levers make a small student predict *and explain* like its teacher? The issue-14 ablation, one table.
 
-Each variant is a recipe (`recipes/offline_text.yaml` or `recipes/offline_vision.yaml`) with a few fields changed,
-trained with `kd-hf distill` (`plain`: `kd-hf train` of the same student, cross-entropy alone) once per seed; its
-report (`eval_results.json`) is made on the held-out test split (`report_split`), which no choice was tuned on, with
-integrated-gradients agreement on `--explain_examples` test examples. Validation accuracy (what training evaluated
+Each variant is a recipe (`recipes/offline_text_soft_labels.yaml` or `recipes/offline_vision.yaml`) with a few fields
+changed, trained with `kd-hf distill` (`plain`: `kd-hf train` of the same student, cross-entropy alone) once per seed;
+its report (`eval_results.json`) is made on the held-out test split (`report_split`), which no choice was tuned on,
+with integrated-gradients agreement on `--explain_examples` test examples. Validation accuracy (what training evaluated
 on, and what the choice of levers may look at) is reported beside it.
 
     python benchmarks/fidelity.py --modality text --seeds 42 43 44            # make benchmark-fidelity
@@ -35,7 +35,7 @@ from kd_hf.evaluation import evaluate_student
 from kd_hf.run import distill, train
 
 
-RECIPES = {"text": "recipes/offline_text.yaml", "vision": "recipes/offline_vision.yaml"}
+RECIPES = {"text": "recipes/offline_text_soft_labels.yaml", "vision": "recipes/offline_vision.yaml"}
 TEACHERS = {"text": "outputs/minilm-rotten-tomatoes", "vision": "outputs/vit-mnist"}
 # Each lever, alone on top of soft labels, then together (`final`). Fields as on the command line.
 IG_MATCHING = ["--loss_type", "soft_label", "attribution", "--loss_weights", "1", "0.2"]

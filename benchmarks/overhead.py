@@ -1,7 +1,7 @@
 """What does distillation cost per step, next to plain fine-tuning and to other distillation tools? One Markdown table.
 
-On the offline text default (`recipes/offline_text.yaml`: Rotten Tomatoes snippets, the fine-tuned MiniLM teacher,
-the 2-layer BERT student, batch 32, max_length 64), each variant trains the same student from the same
+On the soft-label text recipe (`recipes/offline_text_soft_labels.yaml`: Rotten Tomatoes snippets, the fine-tuned MiniLM
+teacher, the 2-layer BERT student, batch 32, max_length 64), each variant trains the same student from the same
 initialisation for `--steps` optimizer steps, in one process:
 
 - `plain`: cross-entropy without a teacher (a plain `Trainer`), the floor;
@@ -253,7 +253,7 @@ def alternating(teacher_path: str, args, train, collator, labels, rounds: int, n
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default="outputs/minilm-rotten-tomatoes")
-    parser.add_argument("--recipe", default="recipes/offline_text.yaml")
+    parser.add_argument("--recipe", default="recipes/offline_text_soft_labels.yaml")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps per variant")
     parser.add_argument("--warmup", type=int, default=10, help="steps left out of the median")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
