@@ -90,6 +90,7 @@ def share(terms: np.ndarray, shortfall: np.ndarray) -> np.ndarray:
 
 
 def rule_gauss_legendre(path: Path, points: int, complete: bool, change: float):
+    """captum's rule; with `complete`, its scores rescaled to add up to `change`, f(input) - f(baseline)."""
     nodes, weights = gauss_legendre(points)
     _, integrand = path.gradients(nodes)
     scores = (weights[:, None] * integrand).sum(0)
@@ -98,7 +99,9 @@ def rule_gauss_legendre(path: Path, points: int, complete: bool, change: float):
     return scores, (points, 2)  # the delta's f(input) and f(baseline): two forward passes
 
 
-def rule_trapezoid(path: Path, intervals: int, complete: bool, change: float):
+def rule_trapezoid(path: Path, intervals: int, complete: bool):
+    """The trapezoid rule on `intervals` equal intervals; with `complete`, each interval's terms made to add up to
+    the change of f across it."""
     nodes = np.linspace(0.0, 1.0, intervals + 1)
     values, integrand = path.gradients(nodes)
     terms = (integrand[:-1] + integrand[1:]) / (2 * intervals)
@@ -107,7 +110,9 @@ def rule_trapezoid(path: Path, intervals: int, complete: bool, change: float):
     return terms.sum(0), (intervals + 1, 0)
 
 
-def rule_panels(path: Path, panels: int, points: int, change: float):
+def rule_panels(path: Path, panels: int, points: int):
+    """Gauss-Legendre on each of `panels` equal panels, the terms of each made to add up to the change of f across
+    it (f at the panel edges from forward passes alone)."""
     edges = np.linspace(0.0, 1.0, panels + 1)
     edge_values = path.values(edges)
     nodes, weights = gauss_legendre(points)
@@ -128,15 +133,13 @@ def rules(cli) -> dict[str, Callable]:
             path, n, True, change
         )
     for intervals in cli.trapezoid:
-        table[f"riemann_trapezoid {intervals + 1}"] = lambda path, change, n=intervals: rule_trapezoid(
-            path, n, False, change
-        )
+        table[f"riemann_trapezoid {intervals + 1}"] = lambda path, change, n=intervals: rule_trapezoid(path, n, False)
         table[f"trapezoid {intervals + 1} + completeness per interval"] = lambda path, change, n=intervals: (
-            rule_trapezoid(path, n, True, change)
+            rule_trapezoid(path, n, True)
         )
     for panels, points in (map(int, spec.split("x")) for spec in cli.panels):
         table[f"panels {panels} x {points} + completeness per panel"] = lambda path, change, k=panels, m=points: (
-            rule_panels(path, k, m, change)
+            rule_panels(path, k, m)
         )
     return table
 

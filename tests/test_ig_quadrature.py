@@ -59,10 +59,10 @@ def test_completeness_rules_add_up_to_the_change_they_explain(quadrature, text_p
     _, path = text_path
     total = change(path)
     if rule == "trapezoid":
-        scores, cost = quadrature.rule_trapezoid(path, 5, True, total)
+        scores, cost = quadrature.rule_trapezoid(path, 5, True)
         assert cost == (6, 0)
     elif rule == "panels":
-        scores, cost = quadrature.rule_panels(path, 2, 3, total)
+        scores, cost = quadrature.rule_panels(path, 2, 3)
         assert cost == (6, 3)
     else:
         scores, _ = quadrature.rule_gauss_legendre(path, 4, True, total)
@@ -74,8 +74,8 @@ def test_every_rule_converges_to_the_reference_integral(quadrature, image_path):
     total = change(path)
     reference, _ = quadrature.rule_gauss_legendre(path, quadrature.REFERENCE_POINTS, False, total)
     for few, many in ((2, 32), (3, 47)):
-        coarse = quadrature.rule_trapezoid(path, few, False, total)[0]
-        fine = quadrature.rule_trapezoid(path, many, True, total)[0]
+        coarse = quadrature.rule_trapezoid(path, few, False)[0]
+        fine = quadrature.rule_trapezoid(path, many, True)[0]
         assert np.abs(fine - reference).sum() < np.abs(coarse - reference).sum() / 10
     assert quadrature.rule_gauss_legendre(path, 64, False, total)[0] == pytest.approx(reference, abs=1e-5)
 
