@@ -40,6 +40,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from kd_hf.data import load_offline_dataset
+from kd_hf.explain.explanation import completeness_error
 from kd_hf.models import load_model, load_processor
 
 
@@ -202,7 +203,7 @@ def measure(paths, count: int, table: dict[str, Callable], description: str) -> 
             scores, costs[name] = rule(path, change)
             errors[name].append((
                 np.abs(scores - reference).sum() / np.abs(reference).sum(),
-                abs(scores.sum() - change) / max(abs(change), 1e-30),
+                completeness_error(scores.sum(), scores.sum() - change),
                 spearmanr(scores, sixty_four)[0],
             ))  # fmt: skip
     rows = []
