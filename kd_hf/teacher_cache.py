@@ -21,6 +21,7 @@ import json
 import logging
 
 import datasets
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -34,8 +35,8 @@ from .explain.gradients import gradient_attribution
 
 logger = logging.getLogger(__name__)
 
-# Bump when the cached values change meaning, so that old caches are not reused.
-CACHE_VERSION = 1
+# Bump when the cached values change meaning, so that old caches are not reused. 2: rows stored by length.
+CACHE_VERSION = 2
 
 
 def uncacheable_reason(dataset) -> str | None:
@@ -184,8 +185,9 @@ def cache_teacher_outputs(
         return {"teacher_logits": outputs.logits.detach().float().cpu().tolist(), "teacher_attributions": rows}
 
     # Only the new columns are written, under a key of the teacher's inputs, and then joined to the rows: another
-    # student's encoding of the same texts finds them.
-    outputs = dataset.map(
+    # student's encoding of the same texts finds them. Texts are run shortest first, so that each batch pads little.
+    order = length_order(dataset)
+    outputs = (dataset if order is None else dataset.select(order)).map(
         compute,
         batched=True,
         batch_size=batch_size,
@@ -193,4 +195,17 @@ def cache_teacher_outputs(
         new_fingerprint=fingerprint,
         desc="Caching teacher outputs",
     )
+    if order is not None:
+        outputs = outputs.select(np.argsort(order)).flatten_indices()
     return datasets.concatenate_datasets([dataset, outputs], axis=1)
+
+
+def length_order(dataset: datasets.Dataset) -> np.ndarray | None:
+    """The rows of `dataset` from the fewest teacher tokens to the most (stable), or `None` when its inputs have no
+    length (images). Batched in that order, the teacher pads each batch to nearly its own length: random batches of 64
+    Rotten Tomatoes or IMDB sentences pad to 2.4 times the mean length."""
+    column = TEACHER_PREFIX + "input_ids" if TEACHER_PREFIX + "input_ids" in dataset.column_names else "input_ids"
+    if column not in dataset.column_names:
+        return None
+    ids = dataset.select_columns([column]).with_format("arrow")[:][column].combine_chunks()
+    return np.argsort(pc.list_value_length(ids).to_numpy(zero_copy_only=False), kind="stable")

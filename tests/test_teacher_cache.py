@@ -69,6 +69,27 @@ def test_cache_is_keyed_on_what_the_teacher_reads_not_on_the_students_encoding(m
     )
 
 
+def test_teacher_runs_texts_by_length_and_each_row_keeps_its_own_logits(make_bert, on_disk, minilm_tokenizer):
+    teacher = make_bert(seed=1)
+    collator = DistillationDataCollator(minilm_tokenizer)
+    widths = []
+    teacher.register_forward_hook(lambda module, args, kwargs, output: widths.append(kwargs["input_ids"].shape[1]),
+                                  with_kwargs=True)  # fmt: skip
+    tokens = [name for name in on_disk.column_names if name != "labels"]
+    texts = on_disk.map(lambda row, i: {k: row[k][: 3 + i * 5 % 8] for k in tokens}, with_indices=True)
+    cached = cache_teacher_outputs(texts, teacher, collator, batch_size=8)
+
+    lengths = [len(ids) for ids in texts["input_ids"]]
+    assert len(set(lengths)) == 8  # texts of 3 to 10 tokens, in no order
+    by_length = sorted(lengths)
+    assert widths == [max(by_length[i : i + 8]) for i in range(0, len(lengths), 8)]  # batches pad to their own
+    assert sum(widths) < sum(max(lengths[i : i + 8]) for i in range(0, len(lengths), 8))  # less than in row order
+    with torch.no_grad():
+        for row, logits in zip(texts, cached["teacher_logits"]):
+            alone = teacher(input_ids=torch.tensor([row["input_ids"]])).logits[0]
+            assert torch.allclose(torch.tensor(logits), alone, atol=1e-5)
+
+
 def test_changed_teacher_weights_recompute_the_cache(make_bert, on_disk, minilm_tokenizer):
     teacher = make_bert(seed=1)
     collator = DistillationDataCollator(minilm_tokenizer)
