@@ -7,6 +7,8 @@ initialisation for `--steps` optimizer steps, in one process:
 - `plain`: cross-entropy without a teacher (a plain `Trainer`), the floor;
 - `live`, `live_bf16`: kd_hf with the teacher run at every step, in fp32 or in bfloat16 (`teacher_dtype`);
 - `cached`: kd_hf with `teacher_cache: true` (teacher logits computed once, read at every step);
+- `cached_grouped`: the same with `train_sampling_strategy: group_by_length` (transformers' `LengthGroupedSampler`),
+  batches of texts of like length: random batches of 32 snippets pad to 1.9 times their mean length;
 - `attribution_1`, `attribution_4`: kd_hf with `loss_type: [soft_label, attribution]` (weights 1, 0.2, as in
   `recipes/offline_text_attribution.yaml`) from cached teacher logits and attributions, every step / every 4 steps;
 - `intermediate`: kd_hf with TinyBERT's attention-map and hidden-state losses beside the soft labels, the teacher
@@ -91,6 +93,8 @@ VARIANTS = {
     "live_bf16": ("kd_hf, live teacher in bf16 (`teacher_dtype: bfloat16`)", ["--teacher_cache", "false",
                                                                                "--teacher_dtype", "bfloat16"]),
     "cached": ("kd_hf, cached teacher (`teacher_cache: true`)", ["--teacher_cache", "true"]),
+    "cached_grouped": ("kd_hf, cached teacher, batches of like length (`train_sampling_strategy: group_by_length`)",
+                       ["--teacher_cache", "true", "--train_sampling_strategy", "group_by_length"]),
     "attribution_1": ("kd_hf + attribution every step (cached teacher)", ["--teacher_cache", "true",
                       "--loss_type", "soft_label", "attribution", "--loss_weights", "1", "0.2",
                       "--attribution_every", "1"]),
