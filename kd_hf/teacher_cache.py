@@ -202,8 +202,8 @@ def cache_teacher_outputs(
 
 def length_order(dataset: datasets.Dataset) -> np.ndarray | None:
     """The rows of `dataset` from the fewest teacher tokens to the most (stable), or `None` when its inputs have no
-    length (images). Batched in that order, the teacher pads each batch to nearly its own length: random batches of 64
-    Rotten Tomatoes or IMDB sentences pad to 2.4 times the mean length."""
+    length (images). Batched in that order, the teacher pads each batch to nearly its own length; batches of 64 IMDB
+    sentences in row order pad to 2.4 times their mean length."""
     column = TEACHER_PREFIX + "input_ids" if TEACHER_PREFIX + "input_ids" in dataset.column_names else "input_ids"
     if column not in dataset.column_names:
         return None
