@@ -1,6 +1,7 @@
 import datasets
 import pytest
 import torch
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from kd_hf import DistillationTrainer
 from kd_hf.data import DistillationDataCollator
@@ -143,6 +144,34 @@ def test_trainer_with_teacher_cache_never_runs_the_teacher_while_training(
     assert calls == []
     logs = [log for log in trainer.state.log_history if "loss" in log]
     assert all(log["soft_label_loss"] > 0 and log["attribution_loss"] > 0 for log in logs)
+
+
+@pytest.mark.slow
+def test_batches_of_like_length_read_the_teacher_cache(make_bert, on_disk, distill_args, minilm_tokenizer):
+    """`train_sampling_strategy: group_by_length` (`make demo`'s recipe) batches rows of like length, and the cached
+    teacher outputs travel with their rows."""
+    tokens = [name for name in on_disk.column_names if name != "labels"]
+    texts = on_disk.map(lambda row, i: {k: row[k][: 3 + i * 5 % 8] for k in tokens}, with_indices=True)
+    teacher = make_bert(seed=1)
+    args = distill_args(teacher_cache=True, train_sampling_strategy="group_by_length", max_steps=8)
+    trainer = DistillationTrainer(
+        model=make_bert(seed=2), teacher_model=teacher, args=args, train_dataset=texts,
+        data_collator=DistillationDataCollator(minilm_tokenizer),
+    )  # fmt: skip
+    batches = []
+    trainer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: batches.append(kwargs["attention_mask"].sum(-1).tolist()), with_kwargs=True
+    )
+    calls = _count_calls(teacher)
+    trainer.train()
+
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    assert calls == []
+    # On 32 rows each batch of 8 is its own group ("megabatch"), which the sampler orders longest first (on the 10,246
+    # training snippets a group is 50 batches, so batches hold texts of like length); then it swaps the longest text
+    # into the first batch of the epoch, which can unsort two batches an epoch. Random batches are almost never sorted.
+    assert len(batches) == 8 and max(batches[0]) == max(batches[4]) == max(map(len, texts["input_ids"]))
+    assert sum(batch == sorted(batch, reverse=True) for batch in batches) >= 4
 
 
 def test_teacher_cache_is_skipped_when_every_step_runs_the_teacher(
