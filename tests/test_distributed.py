@@ -121,8 +121,11 @@ def test_attribution_under_ddp_equals_one_process_on_the_same_global_batch(tiny_
 
 
 @pytest.mark.slow
-def test_teacher_cache_is_computed_by_the_main_process_and_read_by_the_others(tiny_text_project, tmp_path):
-    recipe = tiny_text_project(max_steps=2, save_strategy="no", teacher_cache=True, **ATTRIBUTION)
+@pytest.mark.parametrize("sampling", ["random", "group_by_length"])  # `make demo`'s recipe batches by length
+def test_teacher_cache_is_computed_by_the_main_process_and_read_by_the_others(tiny_text_project, tmp_path, sampling):
+    recipe = tiny_text_project(
+        max_steps=2, save_strategy="no", teacher_cache=True, train_sampling_strategy=sampling, **ATTRIBUTION
+    )
 
     reports, (rank0, rank1) = torchrun(recipe, tmp_path / "student")
 
