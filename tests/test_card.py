@@ -6,9 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 from huggingface_hub import ModelCard
 
-from kd_hf.card import card_facts, is_hub_id, render_card
+from kd_hf.card import card_facts, is_hub_id, render_card, space_readme
 from kd_hf.card.text import summary
 from kd_hf.cli import main
 
@@ -100,6 +101,26 @@ def test_checkpoints_carry_the_card_and_no_file_holds_the_token(run_folder):
     for path in run_folder.rglob("*"):
         if path.is_file():
             assert b"hf_NeverWrittenAnywhere" not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize(
+    ("dataset", "transfer", "files", "expected"),
+    [
+        ("rotten_tomatoes", "stanfordnlp/imdb", None, ["rotten_tomatoes", "stanfordnlp/imdb"]),  # a Hub transfer set
+        ("offline:rotten_tomatoes", "offline:imdb_sentences", None, ["cornell-movie-review-data/rotten_tomatoes"]),
+        ("csv", "csv", ["unlabelled.csv"], None),  # datasets' own builders name no dataset on the Hub
+        ("rotten_tomatoes", "rotten_tomatoes", None, ["rotten_tomatoes"]),
+    ],
+)
+def test_card_and_space_list_the_hub_datasets_the_student_learnt_from(
+    distill_args, make_bert, dataset, transfer, files, expected
+):
+    args = distill_args(dataset_name=dataset, transfer_dataset_name=transfer, transfer_data_files=files)
+    facts = card_facts(args, make_bert(), results=None, steps=10, model_id="me/student")
+    assert render_card(facts).data.datasets == expected
+    front = space_readme("me/student", facts).split("---")[1]
+    assert yaml.safe_load(front).get("datasets") == expected
+    assert facts["dataset"]["transfer"]["name"] == transfer
 
 
 def test_card_without_evaluation_says_so_and_links_a_hub_teacher(distill_args, make_bert):

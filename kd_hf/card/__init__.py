@@ -20,7 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..report import global_summary, parity_tables, results_tables
 from .citations import citations
-from .facts import card_facts, data_facts, is_hub_id, model_source, recipe_fields, teacher_sources
+from .facts import card_facts, data_facts, dataset_hub_ids, is_hub_id, model_source, recipe_fields, teacher_sources
 from .text import (
     compute_lines,
     dataset_line,
@@ -80,13 +80,13 @@ def render_card(facts: dict, folder: str | None = None) -> ModelCard:
     """The model card (README.md) for a student's facts; `folder` is the local path shown when no repo id is known."""
     model_id = facts.get("model_id")
     teacher = facts.get("teacher")
-    dataset = facts["dataset"].get("hub_id")
+    datasets = dataset_hub_ids(facts)
     bases = [source["hub_id"] for source in teacher_sources(facts) if source["hub_id"]]
     model_name = (model_id or os.path.basename(os.path.abspath(folder or "student"))).split("/")[-1]
     card_data = ModelCardData(
         model_name=model_name,
         base_model=(bases[0] if len(bases) == 1 else bases) or None,
-        datasets=[dataset] if dataset else None,
+        datasets=datasets or None,
         license=facts.get("license"),
         library_name="transformers",
         pipeline_tag=facts["task"],
@@ -153,7 +153,7 @@ def write_card(folder: str, facts: dict) -> str:
 def space_readme(model_id: str, facts: dict) -> str:
     """The Space's README: front matter that makes it a Gradio Space linked to the student (and its teacher)."""
     models = [model_id] + [source["hub_id"] for source in teacher_sources(facts) if source["hub_id"]]
-    dataset = facts.get("dataset", {}).get("hub_id")
+    datasets = dataset_hub_ids(facts)
     metadata = {
         "title": f"{model_id.split('/')[-1]} explanations",
         "emoji": "🔍",
@@ -164,7 +164,7 @@ def space_readme(model_id: str, facts: dict) -> str:
         "app_file": "app.py",
         "pinned": False,
         "models": models,
-        **({"datasets": [dataset]} if dataset else {}),
+        **({"datasets": datasets} if datasets else {}),
         "tags": TAGS,
     }
     front = yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True)

@@ -8,6 +8,7 @@ from collections import Counter
 from importlib.metadata import version
 
 import torch
+from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
 from huggingface_hub import metadata_load
 
 from ..data.offline import hub_equivalent, offline_model_path
@@ -123,14 +124,21 @@ def teacher_sources(facts: dict) -> list[dict]:
     ]
 
 
+def _dataset_hub_id(name: str | None) -> tuple[str | None, str | None]:
+    """`(hub_id, source)` of a dataset named in a recipe: the original's Hub id for offline data, the name itself for
+    a Hub dataset, None for local files and for datasets' own builders (`csv`, `json`, `imagefolder`, ...)."""
+    hub_id, source = hub_equivalent(name)
+    if source is None and is_hub_id(name) and name not in _PACKAGED_DATASETS_MODULES and not os.path.exists(name):
+        hub_id = name
+    return hub_id, source
+
+
 def dataset_facts(args) -> dict:
     """The recipe's dataset for the card: its Hub id (that of the original for offline data, None for local files)
-    and, for offline data, where kd_hf read it from."""
+    and, for offline data, where kd_hf read it from; and the transfer set's, when the recipe has one."""
     name = args.dataset_name
-    hub_id, source = hub_equivalent(name)
-    if source is None and name and is_hub_id(name) and not os.path.exists(name):
-        hub_id = name
-    return {
+    hub_id, source = _dataset_hub_id(name)
+    facts = {
         "name": name or "local files",
         "hub_id": hub_id,
         "source": source,
@@ -139,6 +147,19 @@ def dataset_facts(args) -> dict:
         "eval_split": args.eval_split,
         "report_split": args.report_split,
     }
+    if args.has_transfer_set:
+        transfer = args.transfer_dataset_name
+        transfer_hub_id, transfer_source = _dataset_hub_id(transfer)
+        facts["transfer"] = {"name": transfer or "local files", "hub_id": transfer_hub_id, "source": transfer_source}
+    return facts
+
+
+def dataset_hub_ids(facts: dict) -> list[str]:
+    """The Hub ids of the data a student learnt from (the task's dataset, then any transfer set): the card's and the
+    Space's `datasets`."""
+    data = facts.get("dataset") or {}
+    ids = [data.get("hub_id"), (data.get("transfer") or {}).get("hub_id")]
+    return list(dict.fromkeys(hub_id for hub_id in ids if hub_id))
 
 
 def data_facts(train_dataset, eval_dataset, labels: list[str]) -> dict:
