@@ -299,14 +299,16 @@ def _report(
 ) -> None:
     """The evaluation report and the explanation card of a finished run, on the main process; then ONNX, if asked.
 
-    Under FSDP or DeepSpeed each process may hold a shard of the models, which run only with every process: the
-    report reads the whole student `_fit` saved, and loads the teacher whole.
+    It judges the models as a user loads them: the student without the autocast that `bf16`/`fp16` training wraps
+    around it, the teacher in its own precision, whatever `teacher_dtype` it was trained with. Under FSDP or DeepSpeed
+    each process may hold a shard of the models, which run only with every process: the report reads the whole
+    student `_fit` saved, and loads the teacher whole.
     """
     distilled = time.perf_counter()
     sharded = trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled
-    student = args.output_dir if sharded else trainer.accelerator.unwrap_model(trainer.model).eval()
-    if trainer.is_deepspeed_enabled or isinstance(trainer.teacher, FSDPModule):
-        teacher = load_teacher(args)
+    student = args.output_dir if sharded else _as_saved(trainer.accelerator.unwrap_model(trainer.model)).eval()
+    if trainer.is_deepspeed_enabled or isinstance(trainer.teacher, FSDPModule) or args.teacher_dtype != "auto":
+        teacher = load_teacher(args, dtype="auto")
     else:
         teacher = trainer.accelerator.unwrap_model(trainer.teacher)
     results = evaluate_student(
@@ -328,6 +330,17 @@ def _report(
     logger.info("Wrote the evaluation report and the explanation card to %s", args.output_dir)
     if args.export_onnx:
         _export(args, teacher, teacher_processor)
+
+
+def _as_saved(model: PreTrainedModel) -> PreTrainedModel:
+    """`model` without the autocast that accelerate wraps around its forward for `bf16`/`fp16` training.
+
+    accelerate keeps the forward it replaced as `_original_forward`; its own `unwrap_model(keep_fp32_wrapper=False)`
+    unwraps further, through the `functools.wraps` decorators of transformers' forwards, so it is not used here."""
+    original = vars(model).pop("_original_forward", None)
+    if original is not None:
+        model.forward = original
+    return model
 
 
 def _export(args: DistillationConfig, teacher, teacher_processor) -> None:

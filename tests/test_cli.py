@@ -99,3 +99,28 @@ def test_students_built_from_a_config_start_from_the_recipe_seed(tiny_text_proje
 
     assert torch.equal(first_weights(1, "a"), first_weights(1, "b"))
     assert not torch.equal(first_weights(1, "c"), first_weights(2, "d"))
+
+
+@pytest.mark.slow
+def test_bf16_training_reports_the_student_and_teacher_as_they_are_saved(tiny_text_project, tmp_path, monkeypatch):
+    # Trained under bf16 autocast with a bf16 teacher, as `bf16: true` and `teacher_dtype: bfloat16` make it: the
+    # report and the card still judge what a user loads, the fp32 student without the autocast wrapper and the teacher
+    # in its own precision.
+    import kd_hf.run
+
+    seen = {}
+    evaluate_student = kd_hf.run.evaluate_student
+
+    def spy(student, teacher, **kwargs):
+        seen.update(student=student, teacher=teacher)
+        return evaluate_student(student, teacher, **kwargs)
+
+    monkeypatch.setattr(kd_hf.run, "evaluate_student", spy)
+    main(["distill", str(tiny_text_project(bf16=True, teacher_dtype="bfloat16", model_init="config"))])
+
+    student, teacher = seen["student"], seen["teacher"]
+    assert student.dtype == torch.float32 and teacher.dtype == torch.float32
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    inputs = {"input_ids": torch.tensor([[101, 2307, 2143, 1012, 102]])}
+    with torch.no_grad():
+        assert torch.equal(student(**inputs).logits, saved(**inputs).logits)  # not rounded through bf16
