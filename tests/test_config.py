@@ -4,6 +4,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 from transformers import TrainingArguments
 
 from kd_hf import DistillationConfig
@@ -71,8 +72,7 @@ def test_dict_fields_accept_json_strings(tmp_path):
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: path.name)
 def test_shipped_recipes_parse(recipe):
-    # `use_cpu` because the GPU recipes ask for bf16, which TrainingArguments checks against this machine.
-    config = parse_recipe([str(recipe), "--use_cpu", "true"])
+    config = parse_recipe([str(recipe)])
     assert config.output_dir.startswith("outputs/")
     assert config.dataset_name
     assert config.teacher_model_name_or_path or config.model_name_or_path or config.model_config
@@ -80,9 +80,22 @@ def test_shipped_recipes_parse(recipe):
 
 def test_hub_recipes_name_real_hub_ids():
     for name in ("sst2_bert_base.yaml", "cifar10_vit.yaml"):
-        config = parse_recipe([str(RECIPES[0].parent / name), "--use_cpu", "true"])
+        config = parse_recipe([str(RECIPES[0].parent / name)])
         assert "/" in config.teacher_model_name_or_path and not config.teacher_model_name_or_path.startswith(".")
         assert config.bf16
+
+
+def test_bf16_recipes_autocast_on_the_cpu_where_there_is_no_accelerator(monkeypatch):
+    # TrainingArguments alone refuses bf16 without a GPU unless told `use_cpu`; a recipe runs on either unchanged.
+    recipe = str(RECIPES[0].parent / "offline_text.yaml")
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
+    assert parse_recipe([recipe, "--bf16", "true"]).use_cpu
+    assert not parse_recipe([recipe]).use_cpu
+    # With an accelerator, TrainingArguments' own check stands.
+    monkeypatch.setattr(torch.accelerator, "is_available", lambda: True)
+    monkeypatch.setattr("transformers.training_args.is_torch_bf16_gpu_available", lambda: False)
+    with pytest.raises(ValueError, match="use_cpu"):
+        parse_recipe([recipe, "--bf16", "true"])
 
 
 def test_command_line_overrides_the_recipe():

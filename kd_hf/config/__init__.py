@@ -6,10 +6,12 @@ the options of each loss (`kd_hf.losses`). This module adds the checks across gr
 """
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 from ..losses import option_classes
@@ -24,6 +26,9 @@ __all__ = [
     "MODEL_INITS", "TEACHER_DTYPES", "DataOptions", "DistillationConfig", "ObjectiveOptions", "ReportOptions",
     "StudentOptions", "TeacherOptions",
 ]  # fmt: skip
+
+
+logger = logging.getLogger(__name__)
 
 
 # Dataclass fields come from the bases last to first: `--help` lists the teacher's, the student's, the losses', the
@@ -68,6 +73,11 @@ class DistillationConfig(
     )
 
     def __post_init__(self):
+        # bf16 autocast runs on CPUs too (several times faster where they have bf16 units), but TrainingArguments takes
+        # it for a GPU setting without `use_cpu`: a recipe that asks for bf16 then trains on either, unchanged.
+        if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not torch.accelerator.is_available():
+            logger.info("`bf16` on a machine without an accelerator: bf16 autocast on the CPU (`use_cpu: true`).")
+            self.use_cpu = True
         super().__post_init__()
         # A scalar where a list is expected (`loss_type: soft_label`) is a list of one, not a list of letters.
         for name in _LIST_FIELDS:
