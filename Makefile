@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml .ci/constraints.txt
 demo: setup $(TEACHER)/model.safetensors
 	$(BIN)/kd-hf distill recipes/offline_text.yaml
 
-# The text student that meets every goal of issue 14 (README, docs/benchmarks.md "Depth at equal cost"): the teacher
-# labels 60k texts once (about 4 minutes on 2 cores, cached), then about 30 minutes of training.
+# `make demo`'s student in fp32 and random batches, as it was first measured (README, docs/benchmarks.md "Depth at
+# equal cost"): the teacher labels 60k texts once (about 4 minutes on 2 cores, cached), then about 24 minutes of
+# training, where bf16 takes 7.
 demo-best: setup $(TEACHER)/model.safetensors
 	$(BIN)/kd-hf distill recipes/offline_text_albert_imdb_pruned.yaml
 

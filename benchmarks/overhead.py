@@ -266,6 +266,11 @@ def main():
     parser.add_argument("--alternating_rounds", type=int, default=3, help="0 skips the same-batch check")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--first_stage", type=float, default=1 / 6, help="`two_stage`: share of intermediate steps")
+    parser.add_argument(
+        "--student_attention", default=None, choices=["eager", "sdpa"],
+        help="the student's attention kernel in every variant (default: its config's; the attention loss switches to "
+        "eager, which under bf16 autocast on a CPU is faster than sdpa: give `eager` to compare like with like)",
+    )  # fmt: skip
     cli, recipe_overrides = parser.parse_known_args()  # any other `--field value` overrides the recipe
     if cli.steps <= cli.warmup + 1:
         parser.error(f"--steps must be larger than --warmup + 1 ({cli.warmup + 1}).")
@@ -301,6 +306,8 @@ def main():
         args = parse_recipe([cli.recipe, *overrides, "--output_dir", output_dir, *(variant_overrides or [])])
         set_seed(cli.seed)
         student = build_student(args, None, labels)  # the same initialisation for every variant
+        if cli.student_attention:
+            student.set_attn_implementation(cli.student_attention)
         teacher = None if name == "plain" else load_model(cli.teacher)  # fresh: `teacher_dtype` casts in place
         clock = StepClock(cli.steps, name)
         common = dict(model=student, args=args, train_dataset=train, processing_class=tokenizer,

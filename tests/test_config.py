@@ -87,7 +87,7 @@ def test_hub_recipes_name_real_hub_ids():
 
 def test_bf16_recipes_autocast_on_the_cpu_where_there_is_no_accelerator(monkeypatch):
     # TrainingArguments alone refuses bf16 without a GPU unless told `use_cpu`; a recipe runs on either unchanged.
-    recipe = str(RECIPES[0].parent / "offline_text.yaml")
+    recipe = str(RECIPES[0].parent / "offline_text_albert.yaml")  # fp32
     monkeypatch.setattr(torch.accelerator, "is_available", lambda: False)
     assert parse_recipe([recipe, "--bf16", "true"]).use_cpu
     assert not parse_recipe([recipe]).use_cpu
@@ -151,11 +151,14 @@ SHORT += ["--max_steps", "1500", "--warmup_steps", "150", "--model_config", json
      "num_attention_heads": 4, "intermediate_size": 768, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
      "attention_probs_dropout_prob": 0.1}
 )]  # fmt: skip
-# The default student (G in docs/benchmarks.md), as its runs on seeds 42 and 51-53 passed it.
-DEFAULT = SHORT + ["--train_sampling_strategy", "group_by_length", "--transfer_dataset_name", "offline:imdb_sentences"]
-DEFAULT += ["--max_transfer_samples", "20000", "--max_steps", "3000", "--warmup_steps", "300"]
-# The pruned recipe in bf16 and batches of like length (H in docs/benchmarks.md), as its runs on seeds 51-53 passed it.
-FAST = ["--train_sampling_strategy", "group_by_length", "--bf16", "true", "--teacher_dtype", "bfloat16"]
+# G in docs/benchmarks.md (`make demo`'s student after issue 14's third rule), as its runs on seeds 42 and 51-53 passed it.
+IMDB_20K = SHORT + ["--train_sampling_strategy", "group_by_length", "--transfer_dataset_name"]
+IMDB_20K += ["offline:imdb_sentences", "--max_transfer_samples", "20000"]
+IMDB_20K += ["--max_steps", "3000", "--warmup_steps", "300"]
+# The pruned recipe in bf16 (H2 in docs/benchmarks.md, the default since issue 14's fourth rule) and in batches of like
+# length too (H), as their runs on seeds 51-53 passed them.
+BF16 = ["--bf16", "true", "--teacher_dtype", "bfloat16"]
+BF16_GROUPED = BF16 + ["--train_sampling_strategy", "group_by_length"]
 
 
 @pytest.mark.parametrize(
@@ -165,9 +168,10 @@ FAST = ["--train_sampling_strategy", "group_by_length", "--bf16", "true", "--tea
         ("offline_text_albert_imdb.yaml", "text", "albert_imdb_soft", []),
         ("offline_text_albert_imdb_two_stage.yaml", "text", "albert_imdb_soft", TWO_STAGES),
         ("offline_text_albert_imdb_pruned.yaml", "text", "albert_imdb_soft", TWO_STAGES + PRUNED),
-        ("offline_text_albert_imdb_pruned_bf16.yaml", "text", "albert_imdb_soft", TWO_STAGES + PRUNED + FAST),
+        ("offline_text_albert_imdb_pruned_bf16.yaml", "text", "albert_imdb_soft", TWO_STAGES + PRUNED + BF16_GROUPED),
+        ("offline_text.yaml", "text", "albert_imdb_soft", TWO_STAGES + PRUNED + BF16),
         ("offline_text_albert.yaml", "text", "soft_label", SHORT),
-        ("offline_text.yaml", "text", "soft_label", DEFAULT),
+        ("offline_text_albert_imdb_20k.yaml", "text", "soft_label", IMDB_20K),
         ("offline_vision_explain.yaml", "vision", "ig_matching_long_w2", []),
     ],
 )
