@@ -23,7 +23,7 @@ demo: setup $(TEACHER)/model.safetensors
 
 # `make demo`'s student in fp32 and random batches, as it was first measured (README, docs/benchmarks.md "Depth at
 # equal cost"): the teacher labels 60k texts once (about 4 minutes on 2 cores, cached), then about 24 minutes of
-# training, where bf16 takes 7.
+# training, where `make demo` in bf16 takes 8.
 demo-best: setup $(TEACHER)/model.safetensors
 	$(BIN)/kd-hf distill recipes/offline_text_albert_imdb_pruned.yaml
 
