@@ -38,8 +38,16 @@ def run_script(script: Path, argument: Path, processes: int, **env) -> None:
     """`script argument` on `processes` CPU processes (torchrun, gloo), one thread each; `env` added."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", **env}
-    result = subprocess.run([*command, str(script), str(argument)], capture_output=True, text=True, env=env,
-                            timeout=600)  # fmt: skip
+
+    def run():
+        return subprocess.run([*command, str(script), str(argument)], capture_output=True, text=True, env=env,
+                              timeout=600)  # fmt: skip
+
+    result = run()
+    if result.returncode != 0 and result.stderr.startswith("terminate called without an active exception"):
+        # A gloo process of the FSDP2 script has aborted this way, with nothing else on stderr, in full runs of the
+        # suite on 2 cores (never alone or with its own file): once more, so that a real failure still fails.
+        result = run()
     assert result.returncode == 0, result.stderr[-3000:]
 
 
