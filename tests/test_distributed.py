@@ -44,7 +44,7 @@ def run_script(script: Path, argument: Path, processes: int, **env) -> None:
                               timeout=600)  # fmt: skip
 
     result = run()
-    if result.returncode != 0 and result.stderr.startswith("terminate called without an active exception"):
+    if result.returncode != 0 and "terminate called without an active exception" in result.stderr:
         # A gloo process of the FSDP2 script has aborted this way, with nothing else on stderr, in full runs of the
         # suite on 2 cores (never alone or with its own file): once more, so that a real failure still fails.
         result = run()
