@@ -129,7 +129,7 @@ def test_attribution_under_ddp_equals_one_process_on_the_same_global_batch(tiny_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sampling", ["random", "group_by_length"])  # `make demo`'s recipe batches by length
+@pytest.mark.parametrize("sampling", ["random", "group_by_length"])  # batches of like length reorder the rows
 def test_teacher_cache_is_computed_by_the_main_process_and_read_by_the_others(tiny_text_project, tmp_path, sampling):
     recipe = tiny_text_project(
         max_steps=2, save_strategy="no", teacher_cache=True, train_sampling_strategy=sampling, **ATTRIBUTION

@@ -15,6 +15,13 @@ def on_disk(text_dataset, tmp_path):
     return datasets.load_from_disk(tmp_path / "train")
 
 
+@pytest.fixture
+def ragged(on_disk):
+    """The same rows cut to 3 to 10 tokens, in no order of length."""
+    tokens = [name for name in on_disk.column_names if name != "labels"]
+    return on_disk.map(lambda row, i: {k: row[k][: 3 + i * 5 % 8] for k in tokens}, with_indices=True)
+
+
 def _count_calls(model):
     calls = []
     model.register_forward_hook(lambda *_: calls.append(1))
@@ -70,14 +77,13 @@ def test_cache_is_keyed_on_what_the_teacher_reads_not_on_the_students_encoding(m
     )
 
 
-def test_teacher_runs_texts_by_length_and_each_row_keeps_its_own_logits(make_bert, on_disk, minilm_tokenizer):
+def test_teacher_runs_texts_by_length_and_each_row_keeps_its_own_logits(make_bert, ragged, minilm_tokenizer):
     teacher = make_bert(seed=1)
     collator = DistillationDataCollator(minilm_tokenizer)
     widths = []
     teacher.register_forward_hook(lambda module, args, kwargs, output: widths.append(kwargs["input_ids"].shape[1]),
                                   with_kwargs=True)  # fmt: skip
-    tokens = [name for name in on_disk.column_names if name != "labels"]
-    texts = on_disk.map(lambda row, i: {k: row[k][: 3 + i * 5 % 8] for k in tokens}, with_indices=True)
+    texts = ragged
     cached = cache_teacher_outputs(texts, teacher, collator, batch_size=8)
 
     lengths = [len(ids) for ids in texts["input_ids"]]
@@ -147,11 +153,10 @@ def test_trainer_with_teacher_cache_never_runs_the_teacher_while_training(
 
 
 @pytest.mark.slow
-def test_batches_of_like_length_read_the_teacher_cache(make_bert, on_disk, distill_args, minilm_tokenizer):
-    """`train_sampling_strategy: group_by_length` (`make demo`'s recipe) batches rows of like length, and the cached
-    teacher outputs travel with their rows."""
-    tokens = [name for name in on_disk.column_names if name != "labels"]
-    texts = on_disk.map(lambda row, i: {k: row[k][: 3 + i * 5 % 8] for k in tokens}, with_indices=True)
+def test_batches_of_like_length_read_the_teacher_cache(make_bert, ragged, distill_args, minilm_tokenizer):
+    """`train_sampling_strategy: group_by_length` batches rows of like length, and the cached teacher outputs travel
+    with their rows."""
+    texts = ragged
     teacher = make_bert(seed=1)
     args = distill_args(teacher_cache=True, train_sampling_strategy="group_by_length", max_steps=8)
     trainer = DistillationTrainer(
