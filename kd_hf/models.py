@@ -15,6 +15,7 @@ import logging
 import os
 
 import torch
+from huggingface_hub import constants as hub_constants
 from safetensors import SafetensorError, safe_open
 from transformers import (
     AutoConfig,
@@ -95,6 +96,24 @@ def load_model(
         )
     except SafetensorError as error:
         raise OSError(_corrupt_weights_message(path, error)) from error
+    except OSError as error:
+        if os.path.isdir(path):  # a local folder's error already names the file it lacks
+            raise
+        raise OSError(_hub_load_message(path, error)) from error
+
+
+def _hub_load_message(repo_id: str, error: OSError) -> str:
+    """Name the Hub id that could not be loaded, and the way to get it."""
+    if hub_constants.HF_HUB_OFFLINE:
+        fix = (
+            f"HF_HUB_OFFLINE is set, so only the local Hugging Face cache is read: download it once where there is "
+            f"a connection (`hf download {repo_id}`), or give a local folder."
+        )
+    else:
+        fix = (
+            "Check the id and revision, your connection, and for a private or gated repo your token (`hf auth login`)."
+        )
+    return f"Cannot load the model {repo_id!r}: {error} {fix}"
 
 
 def _corrupt_weights_message(path: str, error: Exception) -> str:

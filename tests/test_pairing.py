@@ -3,6 +3,7 @@ import logging
 import pytest
 import torch
 
+from kd_hf.models import _hub_load_message, load_model
 from kd_hf.pairing import (
     align_labels,
     resolve_model_path,
@@ -91,6 +92,18 @@ def test_missing_local_model_path_names_the_fix(tmp_path):
         resolve_model_path(str(tmp_path / "no-such-model"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         resolve_model_path("outputs/not/trained-yet")
+
+
+def test_a_hub_id_that_cannot_be_loaded_is_named_with_the_fix(monkeypatch):
+    """Offline (as the tests run), a Hub id absent from the cache fails naming it and how to fetch it; online, how to
+    check it."""
+    with pytest.raises(
+        OSError, match=r"(?s)Cannot load the model 'nobody/no-such-model'.*`hf download nobody/no-such"
+    ):
+        load_model("nobody/no-such-model")
+    monkeypatch.setattr("kd_hf.models.hub_constants.HF_HUB_OFFLINE", False)
+    message = _hub_load_message("nobody/no-such-model", OSError("404"))
+    assert "404" in message and "hf auth login" in message and "hf download" not in message
 
 
 def test_folder_without_config_is_rejected(tmp_path):
