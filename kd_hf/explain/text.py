@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .explanation import Explanation
 from .inputs import TEXT_BASELINE, text_inputs
+from .kernels import onednn_linears
 from .registry import explainer_names, get_explainer
 
 
@@ -107,32 +108,33 @@ def explain_text(
     order, batches = length_buckets(tokenizer, texts, batch_size, max_length)
     texts, targets = [texts[i] for i in order], [targets[i] for i in order]
     explanations = []
-    for start, end in tqdm(
-        batches, desc=f"Explaining ({method})", disable=not (progress or (progress is None and len(batches) > 1))
-    ):
-        chunk = texts[start:end]
-        encoded = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
-                            return_special_tokens_mask=True)  # fmt: skip
-        batch = {k: v.to(device) for k, v in encoded.items() if k != "special_tokens_mask"}
-        with torch.no_grad():
-            probabilities = model(**batch).logits.float().softmax(-1)
-        chunk_targets = [t if t is not None else int(p.argmax()) for t, p in zip(targets[start:], probabilities)]
-        target_tensor = torch.tensor(chunk_targets, device=device)
-        special = encoded["special_tokens_mask"].to(device)
-        scores, delta = _token_scores(
-            model, batch, target_tensor, method, n_steps, internal_batch_size, special, encoded.encodings
-        )
-        scores = scores.detach().float().cpu().numpy()
-        for i, text in enumerate(chunk):
-            words, word_scores = merge_words(text, encoded[i], scores[i])
-            explanations.append(
-                Explanation(
-                    method=method, target=chunk_targets[i], label=str(model.config.id2label[chunk_targets[i]]),
-                    probability=float(probabilities[i, chunk_targets[i]]), scores=word_scores, words=words,
-                    delta=float(delta[i]) if delta is not None else None,
-                    settings={**settings, "baseline": TEXT_BASELINE},
-                )
-            )  # fmt: skip
+    with onednn_linears(device):
+        for start, end in tqdm(
+            batches, desc=f"Explaining ({method})", disable=not (progress or (progress is None and len(batches) > 1))
+        ):
+            chunk = texts[start:end]
+            encoded = tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt",
+                                return_special_tokens_mask=True)  # fmt: skip
+            batch = {k: v.to(device) for k, v in encoded.items() if k != "special_tokens_mask"}
+            with torch.no_grad():
+                probabilities = model(**batch).logits.float().softmax(-1)
+            chunk_targets = [t if t is not None else int(p.argmax()) for t, p in zip(targets[start:], probabilities)]
+            target_tensor = torch.tensor(chunk_targets, device=device)
+            special = encoded["special_tokens_mask"].to(device)
+            scores, delta = _token_scores(
+                model, batch, target_tensor, method, n_steps, internal_batch_size, special, encoded.encodings
+            )
+            scores = scores.detach().float().cpu().numpy()
+            for i, text in enumerate(chunk):
+                words, word_scores = merge_words(text, encoded[i], scores[i])
+                explanations.append(
+                    Explanation(
+                        method=method, target=chunk_targets[i], label=str(model.config.id2label[chunk_targets[i]]),
+                        probability=float(probabilities[i, chunk_targets[i]]), scores=word_scores, words=words,
+                        delta=float(delta[i]) if delta is not None else None,
+                        settings={**settings, "baseline": TEXT_BASELINE},
+                    )
+                )  # fmt: skip
     restored = [None] * len(explanations)
     for position, explanation in zip(order, explanations):
         restored[position] = explanation

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from .explanation import Explanation
 from .inputs import IMAGE_BASELINE, image_inputs
+from .kernels import onednn_linears
 from .registry import explainer_names, get_explainer
 
 
@@ -59,22 +60,23 @@ def explain_images(
     starts = range(0, len(pixel_values), batch_size)
     explanations = []
     show = progress or (progress is None and len(starts) > 1)
-    for start in tqdm(starts, desc=f"Explaining ({method})", disable=not show):
-        pixels = pixel_values[start : start + batch_size].to(device)
-        with torch.no_grad():
-            probabilities = model(pixel_values=pixels).logits.float().softmax(-1)
-        chunk_targets = [t if t is not None else int(p.argmax()) for t, p in zip(targets[start:], probabilities)]
-        inputs = image_inputs(model, pixels, grid_size, n_steps=n_steps, internal_batch_size=internal_batch_size)
-        maps, delta = explainer.image(inputs, torch.tensor(chunk_targets, device=device))
-        maps = maps.detach().float().cpu()
-        grids = pool_to_grid(maps, grid_size)
-        for i, label_id in enumerate(chunk_targets):
-            explanations.append(
-                Explanation(
-                    method=method, target=label_id, label=str(model.config.id2label[label_id]),
-                    probability=float(probabilities[i, label_id]), scores=maps[i].numpy(), grid=grids[i].numpy(),
-                    delta=float(delta[i]) if delta is not None else None,
-                    settings={**settings, "baseline": IMAGE_BASELINE, "grid_size": grid_size},
-                )
-            )  # fmt: skip
+    with onednn_linears(device):
+        for start in tqdm(starts, desc=f"Explaining ({method})", disable=not show):
+            pixels = pixel_values[start : start + batch_size].to(device)
+            with torch.no_grad():
+                probabilities = model(pixel_values=pixels).logits.float().softmax(-1)
+            chunk_targets = [t if t is not None else int(p.argmax()) for t, p in zip(targets[start:], probabilities)]
+            inputs = image_inputs(model, pixels, grid_size, n_steps=n_steps, internal_batch_size=internal_batch_size)
+            maps, delta = explainer.image(inputs, torch.tensor(chunk_targets, device=device))
+            maps = maps.detach().float().cpu()
+            grids = pool_to_grid(maps, grid_size)
+            for i, label_id in enumerate(chunk_targets):
+                explanations.append(
+                    Explanation(
+                        method=method, target=label_id, label=str(model.config.id2label[label_id]),
+                        probability=float(probabilities[i, label_id]), scores=maps[i].numpy(), grid=grids[i].numpy(),
+                        delta=float(delta[i]) if delta is not None else None,
+                        settings={**settings, "baseline": IMAGE_BASELINE, "grid_size": grid_size},
+                    )
+                )  # fmt: skip
     return explanations
