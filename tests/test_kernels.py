@@ -1,0 +1,102 @@
+"""oneDNN's fp32 `linear` for explanations (`kd_hf.explain.kernels`): PyTorch's values and input gradients, no weight
+gradients, and explanations equal to PyTorch's own; chosen by measurement or by `KD_HF_ONEDNN_LINEAR`."""
+
+import contextlib
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kd_hf.explain import explain_images, explain_text
+from kd_hf.explain.kernels import OneDNNLinears, onednn_is_faster, onednn_linears
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 16), (7, 16), (16,)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_outputs_and_input_gradients_are_pytorchs(shape, bias):
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 8, bias=bias)
+    inputs = torch.randn(shape, requires_grad=True)
+    upstream = torch.randn(*shape[:-1], 8)
+    expected = linear(inputs)
+    (expected_gradient,) = torch.autograd.grad(expected, inputs, upstream)
+
+    with OneDNNLinears() as mode:
+        outputs = linear(inputs)
+        (gradient,) = torch.autograd.grad(outputs, inputs, upstream)
+
+    assert mode._packed  # the product ran through oneDNN
+    torch.testing.assert_close(outputs, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gradient, expected_gradient, atol=1e-5, rtol=1e-5)
+
+
+def test_weights_get_no_gradient_and_an_explanation_cannot_be_trained_through():
+    linear = nn.Linear(4, 3)
+    inputs = torch.randn(2, 4, requires_grad=True)
+    with OneDNNLinears():
+        linear(inputs).sum().backward()
+        assert inputs.grad is not None and linear.weight.grad is None and linear.bias.grad is None
+        (gradient,) = torch.autograd.grad(linear(inputs).square().sum(), inputs, create_graph=True)
+        with pytest.raises(RuntimeError, match="once_differentiable|double backward|differentiate"):
+            gradient.sum().backward()
+
+
+def test_other_precisions_and_other_threads_run_as_before():
+    linear = nn.Linear(4, 3).to(torch.bfloat16)
+    other = nn.Linear(4, 3)
+    inputs = torch.randn(2, 4)
+    in_thread = {}
+
+    def train_elsewhere():  # the mode is this thread's: another thread's weights still get their gradient
+        other(inputs).sum().backward()
+        in_thread["weight_gradient"] = other.weight.grad is not None
+
+    expected = linear(inputs.bfloat16())
+    with OneDNNLinears() as mode:
+        assert torch.equal(linear(inputs.bfloat16()), expected)
+        thread = threading.Thread(target=train_elsewhere)
+        thread.start()
+        thread.join()
+    assert not mode._packed and in_thread["weight_gradient"]
+
+
+def _explanations(monkeypatch, switch: str, explain):
+    monkeypatch.setenv("KD_HF_ONEDNN_LINEAR", switch)
+    return explain()
+
+
+def test_explanations_are_the_same_through_onednn(monkeypatch, make_bert, make_vit, minilm_tokenizer):
+    bert, vit = make_bert(seed=3), make_vit(seed=3)
+    texts = ["a great film", "dull and interminably overlong", "so so"]
+    pixels = torch.randn(3, 1, 8, 8)
+    for explain in (
+        lambda: explain_text(bert, minilm_tokenizer, texts, n_steps=8),
+        lambda: explain_images(vit, pixels, n_steps=8),
+    ):
+        fast, plain = (_explanations(monkeypatch, switch, explain) for switch in ("1", "0"))
+        for a, b in zip(fast, plain):
+            assert a.target == b.target
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+            assert a.delta == pytest.approx(b.delta, abs=1e-5)
+
+
+def test_the_switch_and_the_device_choose_the_kernel(monkeypatch):
+    monkeypatch.setenv("KD_HF_ONEDNN_LINEAR", "1")
+    assert isinstance(onednn_linears("cpu"), OneDNNLinears)
+    assert isinstance(onednn_linears("meta"), contextlib.nullcontext)  # GPUs and others keep their own kernels
+    monkeypatch.setenv("KD_HF_ONEDNN_LINEAR", "0")
+    assert isinstance(onednn_linears("cpu"), contextlib.nullcontext)
+    monkeypatch.delenv("KD_HF_ONEDNN_LINEAR")
+    assert isinstance(onednn_linears("cpu"), OneDNNLinears if onednn_is_faster() else contextlib.nullcontext)
+
+
+def test_without_onednn_pytorchs_own_kernel_is_kept(monkeypatch):
+    onednn_is_faster.cache_clear()
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    try:
+        assert onednn_is_faster() is False
+        assert isinstance(onednn_linears("cpu"), contextlib.nullcontext)
+    finally:
+        onednn_is_faster.cache_clear()
