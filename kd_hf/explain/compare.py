@@ -7,6 +7,7 @@ from ..metrics.explanation import bootstrap_interval, explanation_agreement
 from ..metrics.faithfulness import faithfulness
 from .cache import cached_explanations
 from .inputs import grid_cells
+from .kernels import onednn_linears
 from .text import explain_text
 from .vision import explain_images, patch_grid_size
 
@@ -55,17 +56,19 @@ def explain_model(
         explanations = explain_text(
             model, tokenizer, examples, method, targets, n_steps=n_steps, max_length=max_length
         )
-        rows = [
-            _text_faithfulness(model, tokenizer, x, e, faithfulness_steps, max_length)
-            for x, e in zip(examples, explanations)
-        ]
+        with onednn_linears(next(model.parameters()).device):
+            rows = [
+                _text_faithfulness(model, tokenizer, x, e, faithfulness_steps, max_length)
+                for x, e in zip(examples, explanations)
+            ]
     else:
         explanations = explain_images(model, examples, method, targets, n_steps, grid_size=grid_size)
         cells = grid_cells(*examples.shape[-2:], explanations[0].grid.shape[0])
-        rows = [
-            faithfulness(model, {"pixel_values": x[None]}, cells, e.grid.ravel(), e.target, 0, faithfulness_steps)
-            for x, e in zip(examples, explanations)
-        ]
+        with onednn_linears(next(model.parameters()).device):
+            rows = [
+                faithfulness(model, {"pixel_values": x[None]}, cells, e.grid.ravel(), e.target, 0, faithfulness_steps)
+                for x, e in zip(examples, explanations)
+            ]
     return {"explanations": explanations, "faithfulness": rows}
 
 
