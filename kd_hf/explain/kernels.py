@@ -7,8 +7,8 @@ GFLOP/s, in fp32 and to the same precision. `onednn_linears()` routes the `linea
 (`torch.ops.mkldnn._linear_pointwise`, the op Inductor uses on CPU) with weights packed once per call, and a backward
 that gives the gradient of the inputs only, which is all an explanation differentiates for.
 
-It is chosen by measurement, once per process (`onednn_is_faster`): where MKL is as fast (Intel CPUs), nothing
-changes. `KD_HF_ONEDNN_LINEAR=0` turns it off, `=1` on.
+It is chosen by measurement, once per process (`onednn_is_faster`): where MKL is as fast (as expected on Intel
+CPUs), nothing changes. `KD_HF_ONEDNN_LINEAR=0` turns it off, `=1` on.
 """
 
 import contextlib
