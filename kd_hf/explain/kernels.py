@@ -53,7 +53,7 @@ class _FrozenLinear(torch.autograd.Function):
         return _onednn_linear(inputs, weight, bias)
 
     @staticmethod
-    @once_differentiable  # an explanation is not trained through: a double backward fails rather than errs
+    @once_differentiable  # an explanation is not trained through: a double backward fails, not silently wrong
     def backward(ctx, grad):
         return _onednn_linear(grad, ctx.transposed, None), None, None, None
 
