@@ -56,19 +56,21 @@ def explain_model(
         explanations = explain_text(
             model, tokenizer, examples, method, targets, n_steps=n_steps, max_length=max_length
         )
-        with onednn_linears(next(model.parameters()).device):
-            rows = [
-                _text_faithfulness(model, tokenizer, x, e, faithfulness_steps, max_length)
-                for x, e in zip(examples, explanations)
-            ]
+
+        def measure(x, e):
+            return _text_faithfulness(model, tokenizer, x, e, faithfulness_steps, max_length)
+
     else:
         explanations = explain_images(model, examples, method, targets, n_steps, grid_size=grid_size)
         cells = grid_cells(*examples.shape[-2:], explanations[0].grid.shape[0])
-        with onednn_linears(next(model.parameters()).device):
-            rows = [
-                faithfulness(model, {"pixel_values": x[None]}, cells, e.grid.ravel(), e.target, 0, faithfulness_steps)
-                for x, e in zip(examples, explanations)
-            ]
+
+        def measure(x, e):
+            return faithfulness(
+                model, {"pixel_values": x[None]}, cells, e.grid.ravel(), e.target, 0, faithfulness_steps
+            )
+
+    with onednn_linears(next(model.parameters()).device):
+        rows = [measure(x, e) for x, e in zip(examples, explanations)]
     return {"explanations": explanations, "faithfulness": rows}
 
 

@@ -90,7 +90,6 @@ def _eligible(inputs, weight, bias) -> bool:
     tensors = [t for t in (inputs, weight, bias) if t is not None]
     return (
         weight.dim() == 2
-        and inputs.dim() >= 1
         and all(type(t) in (torch.Tensor, nn.Parameter) for t in tensors)
         and all(t.dtype == torch.float32 and t.device.type == "cpu" and t.layout == torch.strided for t in tensors)
     )
