@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from .first_token import first_token_last_layer
+
 
 # The one baseline of every method that compares with one (integrated gradients, occlusion), in words for reports.
 TEXT_BASELINE = "special tokens kept, every other token [PAD]"
@@ -51,9 +53,11 @@ class AttributionInputs:
         return tuple(self.forward_args.values()) or None
 
     def forward(self, values: torch.Tensor, *additional) -> torch.Tensor:
-        """The logits of `values` (captum's forward function)."""
+        """The logits of `values` (captum's forward function), with the last layer run for the first token alone
+        where only that token reaches the logits (`kd_hf.explain.first_token`)."""
         name = "pixel_values" if self.image else "inputs_embeds"
-        return self.model(**{name: values}, **dict(zip(self.forward_args, additional))).logits
+        with first_token_last_layer(self.model):
+            return self.model(**{name: values}, **dict(zip(self.forward_args, additional))).logits
 
     def outputs(self, **kwargs):
         """The model's outputs on `values` (e.g. `output_attentions=True`)."""

@@ -19,6 +19,9 @@ from .registry import explainer_names, get_explainer
 
 
 IMAGE_METHODS = explainer_names("image")
+# Interpolated or occluded images per forward pass (4 images x 32 steps): bounds memory, and on CPU it is also faster
+# than larger passes (the MNIST ViT: 0.028 s per image against 0.037 with 16 x 32 at once; measured 2026-12-05).
+MAX_INTERPOLATED_IMAGES = 128
 
 
 def patch_grid_size(model) -> int:
@@ -49,7 +52,8 @@ def explain_images(
     """Explain an image classifier's predictions on preprocessed `pixel_values` (`[batch, channels, h, w]`).
 
     Returns one `Explanation` per image: `scores` is the `[h, w]` pixel map, `grid` its pooled patch grid
-    (`grid_size` defaults to the model's patch grid).
+    (`grid_size` defaults to the model's patch grid). `internal_batch_size` (defaults to 128 on CPU, all at once on a GPU)
+    is captum's batch of interpolated or occluded images, at least `batch_size`.
     """
     explainer = get_explainer(method, "image")
     settings = {"n_steps": n_steps} if explainer.takes_n_steps else {}
@@ -57,6 +61,10 @@ def explain_images(
     device = next(model.parameters()).device
     grid_size = grid_size or patch_grid_size(model)
     targets = [target] * len(pixel_values) if target is None or isinstance(target, int) else list(target)
+    if internal_batch_size is None and device.type == "cpu":  # on a GPU, every interpolated image of a batch at once
+        internal_batch_size = MAX_INTERPOLATED_IMAGES
+    if internal_batch_size is not None:  # captum runs at least one step of every image of the batch per pass
+        internal_batch_size = max(internal_batch_size, batch_size)
     starts = range(0, len(pixel_values), batch_size)
     explanations = []
     show = progress or (progress is None and len(starts) > 1)
