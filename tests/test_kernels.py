@@ -27,7 +27,7 @@ def test_outputs_and_input_gradients_are_pytorchs(shape, bias):
         outputs = linear(inputs)
         (gradient,) = torch.autograd.grad(outputs, inputs, upstream)
 
-    assert mode._packed  # the product ran through oneDNN
+    assert mode.products == 1  # the product ran through oneDNN
     torch.testing.assert_close(outputs, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gradient, expected_gradient, atol=1e-5, rtol=1e-5)
 
@@ -59,7 +59,41 @@ def test_other_precisions_and_other_threads_run_as_before():
         thread = threading.Thread(target=train_elsewhere)
         thread.start()
         thread.join()
-    assert not mode._packed and in_thread["weight_gradient"]
+    assert mode.products == 0 and in_thread["weight_gradient"]
+
+
+@pytest.mark.parametrize("kernel", [4, (2, 4)])
+def test_a_patch_embedding_is_the_convolutions_and_other_convolutions_are_left_alone(kernel):
+    torch.manual_seed(0)
+    patches = nn.Conv2d(3, 6, kernel_size=kernel, stride=kernel)
+    overlapping = nn.Conv2d(3, 6, kernel_size=3, stride=2, padding=1)
+    pixels, upstream = (
+        torch.randn(2, 3, 8, 8, requires_grad=True),
+        torch.randn(2, 6, *patches(torch.randn(1, 3, 8, 8)).shape[-2:]),
+    )
+    expected = patches(pixels)
+    (expected_gradient,) = torch.autograd.grad(expected, pixels, upstream)
+
+    with OneDNNLinears() as mode:
+        outputs = patches(pixels)
+        (gradient,) = torch.autograd.grad(outputs, pixels, upstream)
+        assert mode.products == 1
+        overlapping(pixels)
+        assert mode.products == 1  # not a patch embedding: PyTorch's own convolution
+    torch.testing.assert_close(outputs, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gradient, expected_gradient, atol=1e-5, rtol=1e-5)
+
+
+def test_packed_weights_are_kept_until_the_weights_change():
+    linear, inputs = nn.Linear(4, 3), torch.randn(2, 4)
+    with OneDNNLinears():
+        before = linear(inputs)
+    with torch.no_grad():
+        linear.weight.mul_(2.0)  # an optimizer step: the packed copy is out of date
+    with OneDNNLinears():
+        after = linear(inputs)
+    torch.testing.assert_close(after, linear(inputs))
+    torch.testing.assert_close(after - linear.bias, 2 * (before - linear.bias))
 
 
 def _explanations(monkeypatch, switch: str, explain):

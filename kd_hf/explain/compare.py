@@ -6,6 +6,7 @@ import torch
 from ..metrics.explanation import bootstrap_interval, explanation_agreement
 from ..metrics.faithfulness import faithfulness
 from .cache import cached_explanations
+from .first_token import first_token_last_layer
 from .inputs import grid_cells
 from .kernels import onednn_linears
 from .text import explain_text
@@ -69,7 +70,7 @@ def explain_model(
                 model, {"pixel_values": x[None]}, cells, e.grid.ravel(), e.target, 0, faithfulness_steps
             )
 
-    with onednn_linears(next(model.parameters()).device):
+    with onednn_linears(next(model.parameters()).device), first_token_last_layer(model):
         rows = [measure(x, e) for x, e in zip(examples, explanations)]
     return {"explanations": explanations, "faithfulness": rows}
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.overrides import TorchFunctionMode
+from torch.utils.weak import WeakIdKeyDictionary
 
 
 logger = logging.getLogger(__name__)
@@ -58,40 +59,74 @@ class _FrozenLinear(torch.autograd.Function):
         return _onednn_linear(grad, ctx.transposed, None), None, None, None
 
 
+# weight -> (its version and storage when packed, packed weight, packed transpose), while the weight lives: a model
+# explained again (the demo's next request, the next batch of an evaluation) is not packed again.
+_PACKED = WeakIdKeyDictionary()
+
+
+def _packs(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`weight` (a `linear`'s, or a convolution's flattened to `[out, in x kernel]`) and its transpose, packed."""
+    stamp = (weight._version, weight.data_ptr())  # changed in place (a training step) or given new storage: repack
+    entry = _PACKED.get(weight)
+    if entry is None or entry[0] != stamp:
+        values = weight.detach().flatten(1)
+        entry = (stamp, _pack(values), _pack(values.t()))
+        _PACKED[weight] = entry
+    return entry[1], entry[2]
+
+
+def _detached(bias: torch.Tensor | None) -> torch.Tensor | None:
+    return None if bias is None else bias.detach()
+
+
 class OneDNNLinears(TorchFunctionMode):
-    """Under this mode (this thread only), fp32 CPU `linear` calls run through oneDNN; their weights get no
-    gradient."""
+    """Under this mode (this thread only), fp32 CPU `linear` calls, and convolutions that cut an image into patches
+    (a ViT's patch embedding: stride = kernel), run through oneDNN; their weights get no gradient."""
 
     def __init__(self):
         super().__init__()
-        self._packed = {}  # id(weight) -> (weight, packed weight, packed transpose): packed once per mode
-
-    def _packs(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        entry = self._packed.get(id(weight))
-        if entry is None or entry[0] is not weight:  # the same id may come back for a new tensor
-            values = weight.detach()
-            entry = (weight, _pack(values), _pack(values.t()))
-            self._packed[id(weight)] = entry
-        return entry[1], entry[2]
+        self.products = 0  # how many products ran through oneDNN
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is F.linear and len(args) >= 2:
             inputs, weight, *rest = args
             bias = rest[0] if rest else kwargs.get("bias")
-            if _eligible(inputs, weight, bias):
-                packed, transposed = self._packs(weight)
-                return _FrozenLinear.apply(inputs, packed, transposed, None if bias is None else bias.detach())
+            if _eligible(inputs, weight, bias) and weight.dim() == 2:
+                self.products += 1
+                return _FrozenLinear.apply(inputs, *_packs(weight), _detached(bias))
+        elif func is F.conv2d and _is_patch_embedding(*args, **kwargs):
+            self.products += 1
+            return _patch_embedding(*args, **kwargs)
         return func(*args, **kwargs)
+
+
+def _is_patch_embedding(inputs, weight, bias=None, stride=1, padding=0, dilation=1, groups=1) -> bool:
+    """A convolution of non-overlapping patches that tile the image: stride = kernel, no padding or dilation."""
+    if not (_eligible(inputs, weight, bias) and inputs.dim() == 4 and weight.dim() == 4 and groups == 1):
+        return False
+    kernel, pairs = tuple(weight.shape[-2:]), lambda value: (value, value) if isinstance(value, int) else tuple(value)
+    return (
+        pairs(stride) == kernel and padding in (0, (0, 0), "valid") and pairs(dilation) == (1, 1)
+        and inputs.shape[-2] % kernel[0] == 0 and inputs.shape[-1] % kernel[1] == 0
+    )  # fmt: skip
+
+
+def _patch_embedding(inputs, weight, bias=None, *args, **kwargs) -> torch.Tensor:
+    """The convolution of `_is_patch_embedding` as one product of the flattened patches and the flattened kernel."""
+    batch, channels, height, width = inputs.shape
+    out_channels, _, kernel_height, kernel_width = weight.shape
+    rows, columns = height // kernel_height, width // kernel_width
+    patches = inputs.reshape(batch, channels, rows, kernel_height, columns, kernel_width).permute(0, 2, 4, 1, 3, 5)
+    outputs = _FrozenLinear.apply(patches.reshape(batch, rows, columns, -1), *_packs(weight), _detached(bias))
+    return outputs.permute(0, 3, 1, 2).contiguous()
 
 
 def _eligible(inputs, weight, bias) -> bool:
     """Plain fp32 CPU tensors: no sharded (`DTensor`), quantised or other subclass, whose ops are their own."""
     tensors = [t for t in (inputs, weight, bias) if t is not None]
-    return (
-        weight.dim() == 2
-        and all(type(t) in (torch.Tensor, nn.Parameter) for t in tensors)
-        and all(t.dtype == torch.float32 and t.device.type == "cpu" and t.layout == torch.strided for t in tensors)
+    return all(type(t) in (torch.Tensor, nn.Parameter) for t in tensors) and all(
+        t.dtype == torch.float32 and t.device.type == "cpu" and t.layout == torch.strided for t in tensors
     )
 
 

@@ -19,9 +19,10 @@ from .registry import explainer_names, get_explainer
 
 
 IMAGE_METHODS = explainer_names("image")
-# Interpolated or occluded images per forward pass (4 images x 32 steps): bounds memory, and on CPU it is also faster
-# than larger passes (the MNIST ViT: 0.028 s per image against 0.037 with 16 x 32 at once; measured 2026-12-05).
-MAX_INTERPOLATED_IMAGES = 128
+# Interpolated or occluded images per forward pass on CPU (2 images x 32 steps): bounds memory, and is faster than
+# larger passes (the MNIST ViT, `benchmarks/explain_throughput.py`: 0.030 s per image against 0.038 with 128 and 0.036
+# with 512 at once; measured 2026-12-05).
+MAX_INTERPOLATED_IMAGES = 64
 
 
 def patch_grid_size(model) -> int:
@@ -52,7 +53,7 @@ def explain_images(
     """Explain an image classifier's predictions on preprocessed `pixel_values` (`[batch, channels, h, w]`).
 
     Returns one `Explanation` per image: `scores` is the `[h, w]` pixel map, `grid` its pooled patch grid
-    (`grid_size` defaults to the model's patch grid). `internal_batch_size` (defaults to 128 on CPU, all at once on a GPU)
+    (`grid_size` defaults to the model's patch grid). `internal_batch_size` (defaults to 64 on CPU, all at once on a GPU)
     is captum's batch of interpolated or occluded images, at least `batch_size`.
     """
     explainer = get_explainer(method, "image")
