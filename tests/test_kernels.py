@@ -7,9 +7,10 @@ import threading
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from kd_hf.explain import explain_images, explain_text
+from kd_hf.explain import explain_images, explain_text, kernels
 from kd_hf.explain.kernels import OneDNNLinears, onednn_is_faster, onednn_linears
 
 
@@ -94,6 +95,75 @@ def test_packed_weights_are_kept_until_the_weights_change():
         after = linear(inputs)
     torch.testing.assert_close(after, linear(inputs))
     torch.testing.assert_close(after - linear.bias, 2 * (before - linear.bias))
+
+
+@pytest.mark.parametrize("mask", [None, "bool", "float"])
+def test_short_attention_is_pytorchs_in_values_and_gradients(mask):
+    torch.manual_seed(0)
+    query, key, value = (torch.randn(2, 3, 5, 8, requires_grad=True) for _ in range(3))
+    keep = torch.tensor([[True] * 5, [True] * 3 + [False] * 2])[:, None, None, :].expand(2, 1, 5, 5)
+    masks = {None: None, "bool": keep, "float": torch.zeros(keep.shape).masked_fill(~keep, float("-inf"))}
+    upstream = torch.randn(2, 3, 5, 8)
+    for scale in (None, 0.3):
+        expected = F.scaled_dot_product_attention(query, key, value, attn_mask=masks[mask], scale=scale)
+        outputs = kernels._short_attention(query, key, value, attn_mask=masks[mask], scale=scale)
+        torch.testing.assert_close(outputs, expected, atol=1e-5, rtol=1e-5)
+        for a, b in zip(torch.autograd.grad(outputs, (query, key, value), upstream),
+                        torch.autograd.grad(expected, (query, key, value), upstream)):  # fmt: skip
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_the_short_path_does_not_cover_is_left_to_pytorch():
+    query = torch.randn(1, 2, 4, 8)
+    long = torch.randn(1, 2, kernels.SHORT_ATTENTION_KEYS + 1, 8)
+    no_key = torch.ones(1, 1, 4, 4, dtype=torch.bool).index_fill(2, torch.tensor([1]), False)
+    assert kernels._short_attention(query, query, query, is_causal=True) is None
+    assert kernels._short_attention(query, query, query, dropout_p=0.1) is None
+    assert kernels._short_attention(query, long, long) is None
+    assert kernels._short_attention(query, query, query, attn_mask=no_key) is None  # a query that sees no key
+    assert kernels._short_attention(query.double(), query.double(), query.double()) is None
+
+
+def test_batched_products_go_through_onednn_only_within_explanations(monkeypatch):
+    matmul = torch.backends.mkldnn.matmul
+    monkeypatch.setattr(kernels, "onednn_batched_products", lambda: True)
+    before = matmul.fp32_precision
+    seen = {}
+
+    def explain_elsewhere():  # another thread's explanation overlaps: the flag stays until the last one ends
+        with OneDNNLinears():
+            seen["inside other"] = matmul.fp32_precision
+            started.set()
+            finish.wait()
+
+    started, finish = threading.Event(), threading.Event()
+    with OneDNNLinears():
+        thread = threading.Thread(target=explain_elsewhere)
+        thread.start()
+        started.wait()
+        seen["inside"] = matmul.fp32_precision
+    seen["after one"] = matmul.fp32_precision
+    finish.set()
+    thread.join()
+    assert seen == {"inside other": "bf16", "inside": "bf16", "after one": "bf16"}
+    assert matmul.fp32_precision == before
+    monkeypatch.setattr(kernels, "onednn_batched_products", lambda: False)
+    with OneDNNLinears() as mode:
+        assert matmul.fp32_precision == before
+        query = torch.randn(1, 2, 4, 8)
+        F.scaled_dot_product_attention(query, query, query)
+        assert mode.products == 0  # PyTorch's own attention where oneDNN's batched products are not exact or faster
+
+
+def test_onednn_batched_products_are_checked_to_be_fp32(monkeypatch):
+    kernels.onednn_batched_products.cache_clear()
+    real_bmm = torch.bmm
+    try:  # oneDNN computing in bf16, as on CPUs with AMX: too inexact to be used
+        monkeypatch.setattr(torch, "matmul", lambda a, b: real_bmm(a.bfloat16(), b.bfloat16()).float()
+                            if torch.backends.mkldnn.matmul.fp32_precision == "bf16" else real_bmm(a, b))  # fmt: skip
+        assert kernels.onednn_batched_products() is False
+    finally:
+        kernels.onednn_batched_products.cache_clear()
 
 
 def _explanations(monkeypatch, switch: str, explain):
