@@ -384,3 +384,24 @@ def test_the_teachers_explanations_come_back_from_the_disk_cache_equal(
     compare.compare_explanations(teacher, student, examples, tokenizer, **options)
     compare.compare_explanations(teacher, student, examples, tokenizer, cache_teacher=False, **options)
     assert sum(model is teacher for model in explained) == 4
+
+
+@pytest.mark.parametrize("given_logits", [True, False])
+def test_the_convergence_delta_is_captums_without_running_the_inputs_again(make_vit, given_logits):
+    from dataclasses import replace
+
+    from captum.attr import IntegratedGradients
+
+    from kd_hf.explain.inputs import image_inputs
+    from kd_hf.explain.methods import integrated_gradients
+
+    vit, pixels, target = make_vit(seed=1), torch.randn(3, 1, 8, 8), torch.tensor([0, 3, 5])
+    with torch.no_grad():
+        logits = vit(pixel_values=pixels).logits if given_logits else None
+    shared = image_inputs(vit, pixels, 2, n_steps=8, logits=logits)  # zero pixels: one baseline for all, one row
+    for inputs in (shared, replace(shared, baseline=torch.randn_like(pixels))):  # a baseline per image
+        _, delta = integrated_gradients(inputs, target)
+        _, expected = IntegratedGradients(inputs.forward).attribute(
+            inputs.values, inputs.baseline, target=target, n_steps=8, return_convergence_delta=True
+        )
+        torch.testing.assert_close(delta, expected, atol=1e-5, rtol=1e-4)

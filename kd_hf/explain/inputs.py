@@ -33,6 +33,8 @@ class AttributionInputs:
         n_steps (`int`, *optional*, defaults to 32): integration steps, for the methods that take them.
         internal_batch_size (`int`, *optional*): rows per forward pass of the methods that run many (integrated
             gradients' interpolation points, occlusion's occluded copies).
+        logits (`torch.Tensor`, *optional*): the model's logits on `values`, where the caller has them already (its
+            pass for the predicted class), so that integrated gradients' convergence delta need not run it again.
     """
 
     model: torch.nn.Module
@@ -42,6 +44,7 @@ class AttributionInputs:
     forward_args: dict = field(default_factory=dict)
     n_steps: int = 32
     internal_batch_size: int | None = None
+    logits: torch.Tensor | None = None
 
     @property
     def image(self) -> bool:
@@ -59,6 +62,18 @@ class AttributionInputs:
         with first_token_last_layer(self.model):
             return self.model(**{name: values}, **dict(zip(self.forward_args, additional))).logits
 
+    def endpoint_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits on `values` (`logits` where given) and on `baseline`, without gradients. Baselines that are all
+        the same (zero pixels; texts of one length) run as one row."""
+        with torch.no_grad():
+            end = self.logits if self.logits is not None else self.forward(self.values, *self.forward_args.values())
+            rows = [self.baseline, *self.forward_args.values()]
+            if all(torch.equal(row, row[:1].expand_as(row)) for row in rows):
+                start = self.forward(*(row[:1] for row in rows)).expand_as(end)
+            else:
+                start = self.forward(*rows)
+        return end, start
+
     def outputs(self, **kwargs):
         """The model's outputs on `values` (e.g. `output_attentions=True`)."""
         name = "pixel_values" if self.image else "inputs_embeds"
@@ -73,6 +88,7 @@ class AttributionInputs:
         return replace(
             self, values=expand(self.values), baseline=expand(self.baseline), features=expand(self.features),
             forward_args={name: expand(value) for name, value in self.forward_args.items()},
+            logits=None if self.logits is None else expand(self.logits),
         )  # fmt: skip
 
 

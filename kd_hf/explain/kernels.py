@@ -1,14 +1,20 @@
-"""Faster fp32 matrix products for explanations on CPUs where oneDNN beats the BLAS that PyTorch calls.
+"""Faster fp32 products for explanations on CPUs where oneDNN beats the BLAS that PyTorch calls.
 
-An explanation by integrated gradients is mostly `nn.Linear` products, forward and backward to the inputs (75% of
-the time for the MiniLM teacher). PyTorch computes fp32 `linear` with MKL, which runs its AVX2 code on AMD CPUs,
-while the oneDNN that PyTorch also ships runs AVX-512 there: on this project's AMD EPYC machines, 250 against 115
-GFLOP/s, in fp32 and to the same precision. `onednn_linears()` routes the `linear` calls made under it through oneDNN
-(`torch.ops.mkldnn._linear_pointwise`, the op Inductor uses on CPU) with weights packed once per call, and a backward
-that gives the gradient of the inputs only, which is all an explanation differentiates for.
+An explanation by integrated gradients is mostly matrix products, forward and backward to the inputs. PyTorch computes
+fp32 products with MKL, which runs its AVX2 code on AMD CPUs, while the oneDNN that PyTorch also ships runs AVX-512
+there: on this project's AMD EPYC machines, 250 against 115 GFLOP/s, in fp32 and to the same precision. Under
+`onednn_linears()`:
 
-It is chosen by measurement, once per process (`onednn_is_faster`): where MKL is as fast (as expected on Intel
-CPUs), nothing changes. `KD_HF_ONEDNN_LINEAR=0` turns it off, `=1` on.
+- `linear` calls run through oneDNN (`torch.ops.mkldnn._linear_pointwise`, the op Inductor uses on CPU) with weights
+  packed once while they live unchanged, and a backward that gives the gradient of the inputs only, which is all an
+  explanation differentiates for. So does a ViT's patch embedding (a convolution whose stride is its kernel).
+- Attention over up to `SHORT_ATTENTION_KEYS` keys runs as two batched products and a softmax, which PyTorch sends
+  to oneDNN while `torch.backends.mkldnn.matmul.fp32_precision` is "bf16" (set for the duration). That setting allows
+  bf16 arithmetic, so it is only used where `onednn_batched_products` has found that this CPU's oneDNN computes in
+  fp32 all the same (CPUs without AMX) and is faster than PyTorch's CPU flash attention's products.
+
+Both are chosen by measurement, once per process (`onednn_is_faster`, `onednn_batched_products`): where MKL is as
+fast (as expected on Intel CPUs), nothing changes. `KD_HF_ONEDNN_LINEAR=0` turns it off, `=1` on.
 """
 
 import contextlib

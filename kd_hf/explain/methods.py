@@ -26,11 +26,19 @@ def _sum_features(attributions: torch.Tensor, image: bool) -> torch.Tensor:
 def integrated_gradients(inputs, target):
     from captum.attr import IntegratedGradients
 
-    attributions, delta = IntegratedGradients(inputs.forward).attribute(
+    attributions = IntegratedGradients(inputs.forward).attribute(
         inputs.values, inputs.baseline, target=target, additional_forward_args=inputs.additional_args,
-        n_steps=inputs.n_steps, internal_batch_size=inputs.internal_batch_size, return_convergence_delta=True,
+        n_steps=inputs.n_steps, internal_batch_size=inputs.internal_batch_size,
     )  # fmt: skip
-    return _sum_features(attributions, inputs.image), delta
+    return _sum_features(attributions, inputs.image), convergence_delta(inputs, attributions, target)
+
+
+def convergence_delta(inputs, attributions: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Σ attributions − (f(input) − f(baseline)) for the target of each example, captum's convergence delta, from
+    `AttributionInputs.endpoint_logits` (which reuses the logits the caller has)."""
+    end, start = inputs.endpoint_logits()
+    rows = torch.arange(len(target), device=end.device)
+    return attributions.detach().flatten(1).sum(1) - (end[rows, target] - start[rows, target])
 
 
 def input_x_gradient(inputs, target):

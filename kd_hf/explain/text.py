@@ -30,12 +30,13 @@ MAX_INTERPOLATED_ROWS = 256
 
 
 def _token_scores(
-    model, batch, target, method, n_steps, internal_batch_size, special_tokens_mask=None, encodings=None
+    model, batch, target, method, n_steps, internal_batch_size, special_tokens_mask=None, encodings=None, logits=None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scores per token of `method` on a tokenised `batch`, `[batch, tokens]`, and the convergence delta (or `None`)."""
     inputs = text_inputs(
-        model, batch, special_tokens_mask, encodings, n_steps=n_steps, internal_batch_size=internal_batch_size
-    )
+        model, batch, special_tokens_mask, encodings, n_steps=n_steps, internal_batch_size=internal_batch_size,
+        logits=logits,
+    )  # fmt: skip
     return get_explainer(method, "text").text(inputs, target)
 
 
@@ -117,12 +118,13 @@ def explain_text(
                                 return_special_tokens_mask=True)  # fmt: skip
             batch = {k: v.to(device) for k, v in encoded.items() if k != "special_tokens_mask"}
             with torch.no_grad():
-                probabilities = model(**batch).logits.float().softmax(-1)
+                logits = model(**batch).logits
+            probabilities = logits.float().softmax(-1)
             chunk_targets = [t if t is not None else int(p.argmax()) for t, p in zip(targets[start:], probabilities)]
             target_tensor = torch.tensor(chunk_targets, device=device)
             special = encoded["special_tokens_mask"].to(device)
             scores, delta = _token_scores(
-                model, batch, target_tensor, method, n_steps, internal_batch_size, special, encoded.encodings
+                model, batch, target_tensor, method, n_steps, internal_batch_size, special, encoded.encodings, logits
             )
             scores = scores.detach().float().cpu().numpy()
             for i, text in enumerate(chunk):

@@ -73,9 +73,12 @@ def explain_images(
         for start in tqdm(starts, desc=f"Explaining ({method})", disable=not show):
             pixels = pixel_values[start : start + batch_size].to(device)
             with torch.no_grad():
-                probabilities = model(pixel_values=pixels).logits.float().softmax(-1)
+                logits = model(pixel_values=pixels).logits
+            probabilities = logits.float().softmax(-1)
             chunk_targets = [t if t is not None else int(p.argmax()) for t, p in zip(targets[start:], probabilities)]
-            inputs = image_inputs(model, pixels, grid_size, n_steps=n_steps, internal_batch_size=internal_batch_size)
+            inputs = image_inputs(
+                model, pixels, grid_size, n_steps=n_steps, internal_batch_size=internal_batch_size, logits=logits
+            )
             maps, delta = explainer.image(inputs, torch.tensor(chunk_targets, device=device))
             maps = maps.detach().float().cpu()
             grids = pool_to_grid(maps, grid_size)
