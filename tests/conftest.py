@@ -14,8 +14,32 @@ os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHE, "xdg")
 os.environ["HF_DATASETS_CACHE"] = os.path.join(_CACHE, "datasets")
 
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+
+def assert_switch_keeps_explanations(monkeypatch, variable: str, values, bert, vit, tokenizer) -> None:
+    """Integrated gradients of three texts (`bert`) and three images (`vit`) have the same targets, scores and deltas
+    with the environment `variable` at each of two `values` (`None`: unset)."""
+    from kd_hf.explain import explain_images, explain_text
+
+    texts, pixels = ["a great film", "dull and interminably overlong", "so so"], torch.randn(3, 1, 8, 8)
+    for explain in (
+        lambda: explain_text(bert, tokenizer, texts, n_steps=8),
+        lambda: explain_images(vit, pixels, n_steps=8),
+    ):
+        runs = []
+        for value in values:
+            if value is None:
+                monkeypatch.delenv(variable, raising=False)
+            else:
+                monkeypatch.setenv(variable, value)
+            runs.append(explain())
+        for a, b in zip(*runs):
+            assert a.target == b.target
+            np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+            assert a.delta == pytest.approx(b.delta, abs=1e-5)
 
 
 POSITIVE = ["good", "great", "fine", "superb", "lovely", "moving", "funny", "smart"]

@@ -4,9 +4,8 @@ and input gradients as the full model, for each architecture it knows, and nothi
 import logging
 import threading
 
-import numpy as np
-import pytest
 import torch
+from conftest import assert_switch_keeps_explanations
 from transformers import (
     AlbertConfig,
     AlbertForSequenceClassification,
@@ -18,7 +17,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
-from kd_hf.explain import explain_images, explain_text, first_token
+from kd_hf.explain import first_token
 from kd_hf.explain.first_token import first_token_last_layer
 
 
@@ -82,20 +81,9 @@ def test_image_classifiers_give_the_same_logits_and_gradients(make_vit):
 
 
 def test_explanations_are_the_same_with_the_first_token_alone(monkeypatch, make_bert, make_vit, minilm_tokenizer):
-    bert, vit = make_bert(seed=3), make_vit(seed=3)
-    texts = ["a great film", "dull and interminably overlong", "so so"]
-    pixels = torch.randn(3, 1, 8, 8)
-    for explain in (
-        lambda: explain_text(bert, minilm_tokenizer, texts, n_steps=8),
-        lambda: explain_images(vit, pixels, n_steps=8),
-    ):
-        monkeypatch.setenv("KD_HF_FIRST_TOKEN_LAYER", "0")
-        plain = explain()
-        monkeypatch.delenv("KD_HF_FIRST_TOKEN_LAYER")
-        for a, b in zip(explain(), plain):
-            assert a.target == b.target
-            np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
-            assert a.delta == pytest.approx(b.delta, abs=1e-5)
+    assert_switch_keeps_explanations(
+        monkeypatch, "KD_HF_FIRST_TOKEN_LAYER", (None, "0"), make_bert(seed=3), make_vit(seed=3), minilm_tokenizer
+    )
 
 
 def test_other_models_the_switch_and_other_threads_run_the_full_layer(monkeypatch, make_bert):

@@ -4,13 +4,13 @@ gradients, and explanations equal to PyTorch's own; chosen by measurement or by 
 import contextlib
 import threading
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_switch_keeps_explanations
 from torch import nn
 
-from kd_hf.explain import explain_images, explain_text, kernels
+from kd_hf.explain import kernels
 from kd_hf.explain.kernels import OneDNNLinears, onednn_is_faster, onednn_linears
 
 
@@ -166,24 +166,10 @@ def test_onednn_batched_products_are_checked_to_be_fp32(monkeypatch):
         kernels.onednn_batched_products.cache_clear()
 
 
-def _explanations(monkeypatch, switch: str, explain):
-    monkeypatch.setenv("KD_HF_ONEDNN_LINEAR", switch)
-    return explain()
-
-
 def test_explanations_are_the_same_through_onednn(monkeypatch, make_bert, make_vit, minilm_tokenizer):
-    bert, vit = make_bert(seed=3), make_vit(seed=3)
-    texts = ["a great film", "dull and interminably overlong", "so so"]
-    pixels = torch.randn(3, 1, 8, 8)
-    for explain in (
-        lambda: explain_text(bert, minilm_tokenizer, texts, n_steps=8),
-        lambda: explain_images(vit, pixels, n_steps=8),
-    ):
-        fast, plain = (_explanations(monkeypatch, switch, explain) for switch in ("1", "0"))
-        for a, b in zip(fast, plain):
-            assert a.target == b.target
-            np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
-            assert a.delta == pytest.approx(b.delta, abs=1e-5)
+    assert_switch_keeps_explanations(
+        monkeypatch, "KD_HF_ONEDNN_LINEAR", ("1", "0"), make_bert(seed=3), make_vit(seed=3), minilm_tokenizer
+    )
 
 
 def test_the_switch_and_the_device_choose_the_kernel(monkeypatch):

@@ -256,8 +256,9 @@ def onednn_batched_products() -> bool:
 
 
 def onednn_linears(device: torch.device | str = "cpu") -> contextlib.AbstractContextManager:
-    """A context in which an explanation's fp32 `linear` products run through oneDNN, where that is faster on this
-    CPU (or `KD_HF_ONEDNN_LINEAR=1`); otherwise one that changes nothing."""
+    """A context in which an explanation's fp32 products (`linear`, a ViT's patch embedding, short attention) run
+    through oneDNN, where that is faster on this CPU (or `KD_HF_ONEDNN_LINEAR=1`); otherwise one that changes
+    nothing."""
     switch = os.environ.get(SWITCH, "").strip()
     if torch.device(device).type != "cpu" or switch == "0":
         return contextlib.nullcontext()
