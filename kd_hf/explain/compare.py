@@ -9,6 +9,7 @@ from .cache import cached_explanations
 from .first_token import first_token_last_layer
 from .inputs import grid_cells
 from .kernels import onednn_linears
+from .memory import keep_freed_memory
 from .text import explain_text
 from .vision import explain_images, patch_grid_size
 
@@ -70,7 +71,8 @@ def explain_model(
                 model, {"pixel_values": x[None]}, cells, e.grid.ravel(), e.target, 0, faithfulness_steps
             )
 
-    with onednn_linears(next(model.parameters()).device), first_token_last_layer(model):
+    device = next(model.parameters()).device
+    with onednn_linears(device), keep_freed_memory(device), first_token_last_layer(model):
         rows = [measure(x, e) for x, e in zip(examples, explanations)]
     return {"explanations": explanations, "faithfulness": rows}
 

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from .explanation import Explanation
 from .inputs import TEXT_BASELINE, text_inputs
 from .kernels import onednn_linears
+from .memory import keep_freed_memory
 from .registry import explainer_names, get_explainer
 
 
@@ -109,7 +110,7 @@ def explain_text(
     order, batches = length_buckets(tokenizer, texts, batch_size, max_length)
     texts, targets = [texts[i] for i in order], [targets[i] for i in order]
     explanations = []
-    with onednn_linears(device):
+    with onednn_linears(device), keep_freed_memory(device):
         for start, end in tqdm(
             batches, desc=f"Explaining ({method})", disable=not (progress or (progress is None and len(batches) > 1))
         ):

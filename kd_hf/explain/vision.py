@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from .explanation import Explanation
 from .inputs import IMAGE_BASELINE, image_inputs
 from .kernels import onednn_linears
+from .memory import keep_freed_memory
 from .registry import explainer_names, get_explainer
 
 
@@ -69,7 +70,7 @@ def explain_images(
     starts = range(0, len(pixel_values), batch_size)
     explanations = []
     show = progress or (progress is None and len(starts) > 1)
-    with onednn_linears(device):
+    with onednn_linears(device), keep_freed_memory(device):
         for start in tqdm(starts, desc=f"Explaining ({method})", disable=not show):
             pixels = pixel_values[start : start + batch_size].to(device)
             with torch.no_grad():
