@@ -139,13 +139,22 @@ def _short_attention(
         or not all(t.dtype == torch.float32 for t in (query, key, value))
     ):  # fmt: skip
         return None
-    scores = torch.matmul(query, key.transpose(-2, -1)) * (query.shape[-1] ** -0.5 if scale is None else scale)
     if attn_mask is not None:
         allowed = attn_mask if attn_mask.dtype == torch.bool else attn_mask > float("-inf")
         if not allowed.any(-1).all():  # a query masked from every key: left to PyTorch's own rule for it
             return None
+    query = query * (query.shape[-1] ** -0.5 if scale is None else scale)  # fewer numbers than the scores
+    one_query = query.shape[-2] == 1  # the first token alone (`kd_hf.explain.first_token`)
+    if one_query:  # products of vectors, elementwise: as batched products their backward is of outer products, slow
+        scores = (key * query).sum(-1).unsqueeze(-2)
+    else:  # the heads one after another: `matmul` would copy the models' head views anyway, the keys transposed
+        scores = torch.matmul(query.contiguous(), key.contiguous().transpose(-2, -1))
+    if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool else scores + attn_mask
-    return torch.matmul(scores.softmax(-1), value)
+    probabilities = scores.softmax(-1)
+    if one_query:
+        return (probabilities.transpose(-2, -1) * value).sum(-2, keepdim=True)
+    return torch.matmul(probabilities, value.contiguous())
 
 
 _flag_lock = threading.Lock()
