@@ -67,7 +67,7 @@ def test_thresholds_are_set_while_any_explanation_runs_and_lowered_after_the_las
     [
         ("KD_HF_KEEP_FREED_MEMORY", "0"),
         ("MALLOC_TRIM_THRESHOLD_", "1000000"),
-        ("MALLOC_ARENA_MAX_", "2"),
+        ("MALLOC_ARENA_MAX", "2"),
         ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536"),
     ],
 )

@@ -4,7 +4,7 @@ An explanation runs the model forward and backward on one batch of interpolated 
 of the same shapes. PyTorch takes CPU tensors from `malloc`. glibc hands freed memory back to the operating system once
 more than its trim threshold lies free at the top of the heap, and maps blocks above its mmap threshold afresh each
 time. So every pass faulted its pages in again: on the MNIST ViT, about 100,000 page faults per 32 images, 12-17% of
-the time spent in the kernel (measured 2026-12-06; `benchmarks/explain_throughput.py`).
+the time spent in the kernel (measured 2026-12-06; docs/benchmarks.md).
 
 Within `keep_freed_memory()`, blocks up to 32 MiB come from the heap (`M_MMAP_THRESHOLD`; the largest value glibc's
 own adaptive threshold takes) and up to 1 GiB of freed memory stays with the process for the next pass
@@ -12,7 +12,7 @@ own adaptive threshold takes) and up to 1 GiB of freed memory stays with the pro
 glibc itself settles on once it has freed a 32 MiB block, so the process hands memory back again at its next free.
 
 Nothing changes on a GPU, with another C library or allocator (`LD_PRELOAD`), where the user has tuned glibc's malloc
-(`MALLOC_*_` variables, `GLIBC_TUNABLES`), or with `KD_HF_KEEP_FREED_MEMORY=0`.
+(`MALLOC_*` variables, `GLIBC_TUNABLES`), or with `KD_HF_KEEP_FREED_MEMORY=0`.
 """
 
 import contextlib
@@ -54,7 +54,7 @@ def glibc():
 def _applies(device) -> bool:
     """On CPU, with glibc's malloc untuned by the user and the switch not off."""
     tuned = "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", "") or any(
-        name.startswith("MALLOC_") and name.endswith("_") for name in os.environ
+        name.startswith("MALLOC_") for name in os.environ
     )
     switched_off = os.environ.get(SWITCH, "").strip() == "0"
     return torch.device(device).type == "cpu" and glibc() is not None and not tuned and not switched_off

@@ -28,7 +28,7 @@ TEXT_METHODS = explainer_names("text")
 # Rows (texts x integration steps) per forward pass of integrated gradients: bounds its memory (64 texts x 32 steps of
 # MiniLM at once took 15 GB). On CPU, 64 (two texts x 32 steps): as fast as 128 or 256 on one thread, 4% faster on two,
 # and no block above the 32 MiB that glibc keeps for the next pass (`kd_hf.explain.memory`) for texts of up to 64
-# tokens (the MiniLM teacher, 32 training snippets, 2026-12-06; 256 rows faulted 50,000-88,000 pages per 32 texts).
+# tokens (the MiniLM teacher, 32 training snippets, 2026-12-06; 256 rows faulted up to 88,000 pages per 32 texts).
 MAX_INTERPOLATED_ROWS = 256
 CPU_INTERPOLATED_ROWS = 64
 
