@@ -80,11 +80,21 @@ def test_the_switch_and_a_users_malloc_settings_are_respected(libc, monkeypatch,
 
 def test_nothing_changes_on_other_devices_or_without_glibc(libc, monkeypatch):
     with keep_freed_memory("meta"):
-        pass
+        assert memory._users == 0
     assert libc.calls == []
     monkeypatch.setattr(memory, "glibc", lambda: None)
     with keep_freed_memory():
-        pass
+        assert memory._users == 0
+
+
+def test_another_allocator_is_left_alone(monkeypatch):
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2")
+    memory.glibc.cache_clear()
+    try:
+        assert memory.glibc() is None
+    finally:
+        monkeypatch.undo()
+        memory.glibc.cache_clear()
 
 
 def test_explanations_keep_freed_memory_while_they_run(libc, make_vit):
